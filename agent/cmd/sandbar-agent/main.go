@@ -1,0 +1,121 @@
+// Command sandbar-agent is the in-sandbox agent: PID 1 of the sandbox and
+// the HTTP server that runs commands and moves files for the sandbar server.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"sandbar/agent/internal/exec"
+	"sandbar/agent/internal/initproc"
+	"sandbar/agent/internal/proc"
+	"sandbar/agent/internal/server"
+	"sandbar/agent/internal/session"
+)
+
+const defaultAddr = "0.0.0.0:2024"
+
+type config struct {
+	token     string
+	addr      string
+	cwd       string
+	ringBytes int
+	baseEnv   []string
+}
+
+// loadConfig reads the agent's variables and removes them from the
+// environment that commands inherit.
+func loadConfig() (config, error) {
+	c := config{addr: defaultAddr, cwd: "/", ringBytes: session.DefaultRingBytes}
+	take := func(key string) string {
+		v := os.Getenv(key)
+		os.Unsetenv(key)
+		return v
+	}
+	c.token = take("SANDBAR_AGENT_TOKEN")
+	if v := take("SANDBAR_AGENT_ADDR"); v != "" {
+		c.addr = v
+	}
+	if v := take("SANDBAR_AGENT_CWD"); v != "" {
+		c.cwd = v
+	}
+	if v := take("SANDBAR_AGENT_RING_BYTES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("SANDBAR_AGENT_RING_BYTES=%q: want a positive integer", v)
+		}
+		c.ringBytes = n
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SANDBAR_AGENT_") {
+			c.baseEnv = append(c.baseEnv, kv)
+		}
+	}
+	return c, nil
+}
+
+// logLine is one JSON log line; msg comes first.
+type logLine struct {
+	Msg     string `json:"msg"`
+	Addr    string `json:"addr,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Warning string `json:"warning,omitempty"`
+}
+
+// logJSON writes one JSON log line to stderr.
+func logJSON(l logLine) {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return
+	}
+	os.Stderr.Write(append(b, '\n'))
+}
+
+func fatal(msg string, err error) {
+	logJSON(logLine{Msg: msg, Error: err.Error()})
+	os.Exit(1)
+}
+
+func main() {
+	cfg, err := loadConfig()
+	if err != nil {
+		fatal("bad configuration", err)
+	}
+	isInit := initproc.IsInit()
+	if !isInit {
+		// Reap our commands' orphans even when something else is PID 1.
+		_ = initproc.SetSubreaper()
+	}
+	signals := initproc.WatchSignals(isInit)
+	reaper := initproc.Default()
+	procCfg := proc.Config{BaseEnv: cfg.baseEnv, DefaultCwd: cfg.cwd}
+	handler := server.New(server.Config{
+		Token:    cfg.token,
+		Exec:     &exec.Runner{Config: procCfg, Reaper: reaper},
+		Sessions: session.NewManager(session.Config{Proc: procCfg, Reaper: reaper, RingBytes: cfg.ringBytes}),
+	})
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		fatal("listen failed", err)
+	}
+	line := logLine{Msg: "agent listening", Addr: ln.Addr().String()}
+	if cfg.token == "" {
+		line.Warning = "SANDBAR_AGENT_TOKEN is not set; every authenticated request is rejected"
+	}
+	logJSON(line)
+
+	srv := server.NewHTTPServer(handler)
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			fatal("serve failed", err)
+		}
+	}()
+	<-signals
+	reaper.Shutdown(initproc.ShutdownGrace, isInit)
+	os.Exit(0)
+}

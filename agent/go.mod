@@ -1,0 +1,3 @@
+module sandbar/agent
+
+go 1.19

@@ -1,0 +1,160 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"sandbar/agent/internal/apierr"
+	"sandbar/agent/internal/exec"
+	"sandbar/agent/internal/files"
+	"sandbar/agent/internal/session"
+)
+
+func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
+	var req exec.Request
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	res, err := s.cfg.Exec.Run(r.Context(), req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, res)
+}
+
+type createResponse struct {
+	CommandID string `json:"command_id"`
+	Pid       int    `json:"pid"`
+	Created   bool   `json:"created"`
+}
+
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var req session.CreateRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	sess, created, err := s.cfg.Sessions.Create(req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, createResponse{CommandID: sess.ID(), Pid: sess.Pid(), Created: created})
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	apierr.WriteJSON(w, http.StatusOK, map[string]interface{}{"sessions": s.cfg.Sessions.List()})
+}
+
+func offsetParam(r *http.Request, name string) (uint64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, apierr.New(apierr.BadRequest, "%s must be a non-negative integer", name)
+	}
+	return n, nil
+}
+
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	outOff, err := offsetParam(r, "stdout_offset")
+	if err == nil {
+		var errOff uint64
+		if errOff, err = offsetParam(r, "stderr_offset"); err == nil {
+			s.stream(w, r, sess, outOff, errOff)
+			return
+		}
+	}
+	writeErr(w, err)
+}
+
+var errNoFlusher = errors.New("response writer cannot flush")
+
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, sess *session.Session, outOff, errOff uint64) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeErr(w, errNoFlusher)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	// Errors past this point (client gone, write failure) end the body; the
+	// client notices the missing exit frame and reconnects from its offsets.
+	_ = sess.Stream(r.Context(), w, flusher.Flush, outOff, errOff)
+}
+
+func (s *Server) handleInput(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	n, err := sess.Input(r.Body)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, okResponse{OK: true, Bytes: &n})
+}
+
+func (s *Server) handleCloseStdin(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	if err := sess.CloseStdin(); err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, okResponse{OK: true})
+}
+
+func (s *Server) handleKill(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	sess.Kill()
+	apierr.WriteJSON(w, http.StatusOK, okResponse{OK: true})
+}
+
+type resizeRequest struct {
+	Cols int `json:"cols"`
+	Rows int `json:"rows"`
+}
+
+func (s *Server) handleResize(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	var req resizeRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.Cols < 1 || req.Cols > 65535 || req.Rows < 1 || req.Rows > 65535 {
+		writeErr(w, apierr.New(apierr.BadRequest, "cols and rows must be 1-65535"))
+		return
+	}
+	if err := sess.Resize(uint16(req.Cols), uint16(req.Rows)); err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, okResponse{OK: true})
+}
+
+func (s *Server) handlePutFile(w http.ResponseWriter, r *http.Request) {
+	path, err := files.PathFrom(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	res, err := files.Put(r, path)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) handleGetFile(w http.ResponseWriter, r *http.Request) {
+	path, err := files.PathFrom(r)
+	if err == nil {
+		err = files.Serve(w, r, path)
+	}
+	if err != nil {
+		writeErr(w, err)
+	}
+}

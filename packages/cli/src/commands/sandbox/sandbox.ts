@@ -1,0 +1,70 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { client, CliError, flag, need, printJson, printTable, type Args } from "../../context.js";
+
+/** `sandbar sandbox create|ls|get|rm|exec|cp|stop|start` */
+export async function sandbox(args: Args): Promise<number> {
+  const c = client(args);
+  const verb = need(args, 0, "sandbox verb (create, ls, get, rm, exec, cp, stop, start)");
+  switch (verb) {
+    case "create": {
+      const snap = flag(args, "snapshot");
+      if (!snap) throw new CliError("--snapshot ID_OR_NAME is required");
+      const isId = /^[0-9a-f-]{36}$/.test(snap);
+      const sb = await c.createSandbox({
+        ...(isId ? { snapshotId: snap } : { snapshotName: snap }),
+        name: flag(args, "name"),
+        vcpus: flag(args, "vcpus") ? Number(flag(args, "vcpus")) : undefined,
+        memBytes: flag(args, "mem-bytes") ? Number(flag(args, "mem-bytes")) : undefined,
+        fsCapacityBytes: flag(args, "fs-capacity") ? Number(flag(args, "fs-capacity")) : undefined,
+      });
+      printJson(sb.info);
+      return 0;
+    }
+    case "ls":
+      printTable((await c.listSandboxes()).map((s) => s.info) as unknown as Record<string, unknown>[], ["id", "name", "status", "snapshot_id", "created_at"]);
+      return 0;
+    case "get":
+      printJson((await c.getSandbox(need(args, 1, "sandbox name"))).info);
+      return 0;
+    case "rm":
+      await c.deleteSandbox(need(args, 1, "sandbox name"));
+      return 0;
+    case "stop":
+      await c.stopSandbox(need(args, 1, "sandbox name"));
+      return 0;
+    case "start":
+      await c.startSandbox(need(args, 1, "sandbox name"));
+      return 0;
+    case "exec": {
+      const sb = await c.getSandbox(need(args, 1, "sandbox name"));
+      const command = args.positionals.slice(2).join(" ");
+      if (!command) throw new CliError("missing command: sandbar sandbox exec NAME -- COMMAND");
+      const r = await sb.run(command, { timeout: Number(flag(args, "timeout") ?? 0), cwd: flag(args, "cwd") });
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+      return r.exit_code;
+    }
+    case "cp": {
+      const src = need(args, 1, "source");
+      const dst = need(args, 2, "destination");
+      const remote = (s: string): { box: string; path: string } | undefined => {
+        const m = /^([a-z0-9-]+):(\/.*)$/.exec(s);
+        return m ? { box: m[1] as string, path: m[2] as string } : undefined;
+      };
+      const rs = remote(src);
+      const rd = remote(dst);
+      if (rs && !rd) {
+        const sb = await c.getSandbox(rs.box);
+        await writeFile(dst, await sb.read(rs.path));
+      } else if (rd && !rs) {
+        const sb = await c.getSandbox(rd.box);
+        await sb.write(rd.path, await readFile(src));
+      } else {
+        throw new CliError("cp needs exactly one side as SANDBOX:/path");
+      }
+      return 0;
+    }
+    default:
+      throw new CliError(`unknown sandbox verb ${verb}`);
+  }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { SandboxClientError } from "@sandbar/sdk";
+import { CliError, type Args } from "./context.js";
+import { serve } from "./commands/serve.js";
+import { key } from "./commands/key/key.js";
+import { snapshot } from "./commands/snapshot/snapshot.js";
+import { sandbox } from "./commands/sandbox/sandbox.js";
+
+const USAGE = `usage: sandbar <command>
+  serve [--port P] [--host H] [--data-dir D] [--runtime runsc|runc]
+  key create [--workspace W] [--name N] | key ls | key revoke ID_OR_PREFIX
+  snapshot create NAME --image IMAGE [--fs-capacity BYTES] | ls | get ID | rm ID
+  sandbox create --snapshot S [--name N] | ls | get N | rm N | stop N | start N
+  sandbox exec NAME -- COMMAND... | sandbox cp SRC DST   (one side SANDBOX:/path)
+common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
+
+const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd"];
+const OPTIONS = Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }]));
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: false, options: OPTIONS });
+  const [cmd, ...rest] = positionals;
+  const args: Args = { positionals: rest, flags: values as Args["flags"] };
+  switch (cmd) {
+    case "serve":
+      await serve(args);
+      return 0;
+    case "key":
+      await key(args);
+      return 0;
+    case "snapshot":
+      await snapshot(args);
+      return 0;
+    case "sandbox":
+      return sandbox(args);
+    case undefined:
+    case "help":
+      process.stdout.write(`${USAGE}\n`);
+      return cmd === undefined ? 2 : 0;
+    default:
+      throw new CliError(`unknown command '${cmd}'\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof SandboxClientError) process.stderr.write(`error: ${e.code ?? e.name}: ${e.message}\n`);
+    else if (e instanceof CliError) process.stderr.write(`error: ${e.message}\n`);
+    else process.stderr.write(`error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,184 @@
+import type { SandboxView, SnapshotView } from "@sandbar/shared";
+import { call, callJson, type HttpSettings } from "./http.js";
+import { ResourceCreationError, ResourceTimeoutError } from "./errors.js";
+import { Sandbox } from "./sandbox.js";
+import type { CreateSandboxOptions, SandboxInfo, Snapshot } from "./types.js";
+
+/** Options of {@link SandboxClient}. */
+export interface SandboxClientOptions {
+  /** Server URL (default: SANDBAR_ENDPOINT, else http://127.0.0.1:8080). */
+  endpoint?: string;
+  /** API key (default: SANDBAR_API_KEY). */
+  apiKey?: string;
+  /** Retries for connection failures and 429/502/503/504 (default 3). */
+  maxRetries?: number;
+  fetch?: typeof fetch;
+}
+
+function env(name: string): string | undefined {
+  const p = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process;
+  return p?.env?.[name];
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Client of a sandbar server: snapshots and sandboxes.
+ *
+ * @example
+ * ```ts
+ * import { SandboxClient } from "@sandbar/sdk";
+ * const client = new SandboxClient(); // SANDBAR_ENDPOINT, SANDBAR_API_KEY
+ * const snap = await client.createSnapshot("python", "python:3.12-slim", 1 << 30);
+ * await client.withSandbox({ snapshotId: snap.id }, async (sb) => {
+ *   console.log((await sb.run("python3 -c 'print(2 + 2)'")).stdout);
+ * });
+ * ```
+ */
+export class SandboxClient {
+  private readonly http: HttpSettings;
+
+  constructor(opts: SandboxClientOptions = {}) {
+    const endpoint = (opts.endpoint ?? env("SANDBAR_ENDPOINT") ?? "http://127.0.0.1:8080").replace(/\/$/, "");
+    const base = /\/v2\/sandboxes$/.test(endpoint) ? endpoint : `${endpoint}/v2/sandboxes`;
+    this.http = { baseUrl: base, apiKey: opts.apiKey ?? env("SANDBAR_API_KEY"), maxRetries: opts.maxRetries ?? 3, fetch: opts.fetch ?? globalThis.fetch.bind(globalThis) };
+  }
+
+  private url(path: string): string {
+    return `${this.http.baseUrl}${path}`;
+  }
+
+  /**
+   * Build a snapshot from an image and wait until it is ready (default 60 s).
+   *
+   * @example
+   * ```ts
+   * const snap = await client.createSnapshot("python", "python:3.12-slim", 1024 ** 3, { timeout: 600 });
+   * ```
+   */
+  async createSnapshot(name: string, dockerImage: string, fsCapacityBytes?: number, opts: { timeout?: number; onProgress?: (message: string) => void } = {}): Promise<Snapshot> {
+    const snap = await callJson<SnapshotView>(this.http, this.url("/snapshots"), "POST", { name, docker_image: dockerImage, fs_capacity_bytes: fsCapacityBytes });
+    return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60, onProgress: opts.onProgress });
+  }
+
+  /** Get a snapshot by id or name. @example `const s = await client.getSnapshot("python")` */
+  getSnapshot(idOrName: string): Promise<Snapshot> {
+    return callJson<SnapshotView>(this.http, this.url(`/snapshots/${encodeURIComponent(idOrName)}`), "GET");
+  }
+
+  /** List snapshots (paged). @example `await client.listSnapshots({ nameContains: "py", limit: 100 })` */
+  async listSnapshots(opts: { nameContains?: string; limit?: number; offset?: number } = {}): Promise<Snapshot[]> {
+    const q = new URLSearchParams();
+    if (opts.nameContains !== undefined) q.set("name_contains", opts.nameContains);
+    if (opts.limit !== undefined) q.set("limit", String(opts.limit));
+    if (opts.offset !== undefined) q.set("offset", String(opts.offset));
+    const r = await callJson<{ snapshots: Snapshot[] }>(this.http, this.url(`/snapshots${q.size ? `?${q}` : ""}`), "GET");
+    return r.snapshots;
+  }
+
+  /** Delete a snapshot (refused while a sandbox uses it). @example `await client.deleteSnapshot(snap.id)` */
+  async deleteSnapshot(idOrName: string): Promise<void> {
+    await call(this.http, this.url(`/snapshots/${encodeURIComponent(idOrName)}`), { method: "DELETE" });
+  }
+
+  /** Poll until a snapshot is ready; throws on failure or timeout. @example `await client.waitForSnapshot(id, { timeout: 300 })` */
+  async waitForSnapshot(id: string, opts: { timeout?: number; pollInterval?: number; onProgress?: (message: string) => void } = {}): Promise<Snapshot> {
+    const deadline = Date.now() + (opts.timeout ?? 300) * 1000;
+    let last = "building";
+    for (;;) {
+      const s = await this.getSnapshot(id);
+      last = s.status;
+      if (s.status === "ready") return s;
+      if (s.status === "failed") throw new ResourceCreationError(s.status_message ?? `snapshot ${id} failed`, undefined, undefined);
+      if (s.status_message) opts.onProgress?.(s.status_message);
+      if (Date.now() >= deadline) throw new ResourceTimeoutError(`snapshot ${id} not ready within ${opts.timeout ?? 300}s (last status ${last})`, undefined, undefined);
+      await sleep(Math.min((opts.pollInterval ?? 0.5) * 1000, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  /**
+   * Create a sandbox from a snapshot id, or from options naming a snapshot.
+   *
+   * @example
+   * ```ts
+   * const sb = await client.createSandbox(snapshotId);
+   * const named = await client.createSandbox({ snapshotName: "python", name: "box-1", idleTtlSeconds: 300 });
+   * ```
+   */
+  async createSandbox(snapshotIdOrOptions: string | CreateSandboxOptions, options: CreateSandboxOptions = {}): Promise<Sandbox> {
+    const o = typeof snapshotIdOrOptions === "string" ? { ...options, snapshotId: snapshotIdOrOptions } : snapshotIdOrOptions;
+    const waitForReady = o.waitForReady ?? true;
+    const timeout = o.timeout ?? 30;
+    const body = {
+      snapshot_id: o.snapshotId,
+      snapshot_name: o.snapshotName,
+      name: o.name,
+      wait_for_ready: waitForReady,
+      timeout,
+      idle_ttl_seconds: o.idleTtlSeconds,
+      delete_after_stop_seconds: o.deleteAfterStopSeconds,
+      vcpus: o.vcpus,
+      mem_bytes: o.memBytes,
+      fs_capacity_bytes: o.fsCapacityBytes,
+      labels: o.labels,
+    };
+    const info = await callJson<SandboxView>(this.http, this.url("/boxes"), "POST", body, { signal: AbortSignal.timeout((timeout + 30) * 1000) });
+    return new Sandbox(info, this, this.http);
+  }
+
+  /**
+   * Create a sandbox, run `fn` with it, and delete it afterwards, even on error.
+   *
+   * @example
+   * ```ts
+   * const out = await client.withSandbox({ snapshotId }, (sb) => sb.run("echo hi"));
+   * ```
+   */
+  async withSandbox<T>(options: CreateSandboxOptions, fn: (sb: Sandbox) => Promise<T>): Promise<T> {
+    const sb = await this.createSandbox(options);
+    try {
+      return await fn(sb);
+    } finally {
+      await sb[Symbol.asyncDispose]();
+    }
+  }
+
+  /** Get a sandbox by name or id. @example `const sb = await client.getSandbox("box-1")` */
+  async getSandbox(nameOrId: string): Promise<Sandbox> {
+    return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), "GET"), this, this.http);
+  }
+
+  /** List sandboxes. @example `for (const sb of await client.listSandboxes()) console.log(sb.name)` */
+  async listSandboxes(opts: { nameContains?: string; status?: string; limit?: number; offset?: number } = {}): Promise<Sandbox[]> {
+    const q = new URLSearchParams();
+    if (opts.nameContains !== undefined) q.set("name_contains", opts.nameContains);
+    if (opts.status !== undefined) q.set("status", opts.status);
+    if (opts.limit !== undefined) q.set("limit", String(opts.limit));
+    if (opts.offset !== undefined) q.set("offset", String(opts.offset));
+    const r = await callJson<{ sandboxes: SandboxInfo[] }>(this.http, this.url(`/boxes${q.size ? `?${q}` : ""}`), "GET");
+    return r.sandboxes.map((s) => new Sandbox(s, this, this.http));
+  }
+
+  /** Delete a sandbox by name or id. @example `await client.deleteSandbox("box-1")` */
+  async deleteSandbox(nameOrId: string): Promise<void> {
+    await call(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), { method: "DELETE" });
+  }
+
+  /** Status of a sandbox. @example `const { status } = await client.getSandboxStatus("box-1")` */
+  getSandboxStatus(nameOrId: string): Promise<{ status: string; status_message: string | null }> {
+    return callJson(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}/status`), "GET");
+  }
+
+  /** Stop a sandbox; files are kept. @example `await client.stopSandbox("box-1")` */
+  async stopSandbox(nameOrId: string): Promise<Sandbox> {
+    return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}/stop`), "POST", {}), this, this.http);
+  }
+
+  /** Start a stopped sandbox and wait until ready. @example `await client.startSandbox("box-1")` */
+  async startSandbox(nameOrId: string, opts: { timeout?: number } = {}): Promise<Sandbox> {
+    const timeout = opts.timeout ?? 120;
+    return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}/start`), "POST", { timeout }, { signal: AbortSignal.timeout((timeout + 30) * 1000) }), this, this.http);
+  }
+}

@@ -1,0 +1,154 @@
+import http from "node:http";
+import type { Readable } from "node:stream";
+import type { ErrorCode } from "@sandbar/shared";
+import { SandbarError } from "../util/errors.js";
+
+/** Shared keep-alive pool: one warm connection per sandbox agent is reused. */
+const pool = new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 8, keepAliveMsecs: 10_000 });
+
+const AGENT_ERRORS: Record<string, ErrorCode> = {
+  FileNotFound: "FILE_NOT_FOUND",
+  NoSpace: "NO_SPACE",
+  PermissionDenied: "PERMISSION_DENIED",
+  IsADirectory: "IS_A_DIRECTORY",
+  NotADirectory: "FILE_NOT_FOUND",
+  CommandNotFound: "COMMAND_ERROR",
+  SessionExpired: "COMMAND_ERROR",
+};
+
+/** Result of the agent's blocking exec. */
+export interface AgentExecResult {
+  stdout: string;
+  stderr: string;
+  exit_code: number;
+  timed_out: boolean;
+  truncated: boolean;
+}
+
+export interface AgentRequest {
+  method: string;
+  path: string;
+  headers?: http.OutgoingHttpHeaders;
+  body?: Buffer | string | Readable;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** How long connecting to an agent may take before the sandbox counts as unreachable. */
+const CONNECT_TIMEOUT_MS = 5000;
+
+/** HTTP client of one sandbox's agent (see docs/agent-protocol.md). */
+export class AgentClient {
+  private readonly inflight = new Set<http.ClientRequest>();
+  private closedReason: string | undefined;
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    private readonly token: string,
+  ) {}
+
+  /** Send a request and return the raw response (status not checked). */
+  request(req: AgentRequest): Promise<http.IncomingMessage> {
+    if (this.closedReason) return Promise.reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
+    return new Promise((resolve, reject) => {
+      const r = http.request(
+        {
+          host: this.host,
+          port: this.port,
+          method: req.method,
+          path: req.path,
+          agent: pool,
+          headers: { authorization: `Bearer ${this.token}`, ...req.headers },
+          timeout: req.timeoutMs,
+          signal: req.signal,
+        },
+        resolve,
+      );
+      this.inflight.add(r);
+      r.on("close", () => this.inflight.delete(r));
+      r.on("socket", (sock) => {
+        if (!sock.connecting) return;
+        const timer = setTimeout(() => r.destroy(new Error("connect timed out")), CONNECT_TIMEOUT_MS);
+        sock.once("connect", () => clearTimeout(timer));
+        sock.once("close", () => clearTimeout(timer));
+      });
+      r.on("timeout", () => r.destroy(new Error("agent request timed out")));
+      r.on("error", (e) => {
+        if (this.closedReason) reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
+        else reject(new SandbarError("SANDBOX_CONNECTION_ERROR", `cannot reach the sandbox agent: ${e.message}`));
+      });
+      const body = req.body;
+      if (body === undefined) r.end();
+      else if (typeof body === "string" || Buffer.isBuffer(body)) r.end(body);
+      else {
+        body.on("error", (e) => r.destroy(e));
+        body.pipe(r);
+      }
+    });
+  }
+
+  /** Fail every request in flight and refuse new ones (the sandbox stopped or died). */
+  close(reason: string): void {
+    this.closedReason = reason;
+    for (const r of this.inflight) r.destroy(new Error(reason));
+    this.inflight.clear();
+  }
+
+  /** JSON request; agent errors become SandbarErrors with stable codes. */
+  async json<T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const res = await this.request({
+      method,
+      path,
+      body: payload,
+      headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {},
+      timeoutMs,
+    });
+    const text = await readAll(res);
+    if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, text);
+    return (text ? JSON.parse(text) : {}) as T;
+  }
+
+  async health(timeoutMs = 1000): Promise<boolean> {
+    try {
+      const res = await this.request({ method: "GET", path: "/healthz", timeoutMs });
+      await readAll(res);
+      return res.statusCode === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  exec(body: { command: string; shell: string; env?: Record<string, string>; cwd?: string; timeout_seconds: number }): Promise<AgentExecResult> {
+    // The agent enforces the command timeout; ours only guards against a dead agent.
+    const guard = body.timeout_seconds > 0 ? (body.timeout_seconds + 30) * 1000 : undefined;
+    return this.json<AgentExecResult>("POST", "/exec", body, guard);
+  }
+}
+
+export function readAll(res: Readable): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    res.on("error", reject);
+  });
+}
+
+/** Map an agent error response to a SandbarError. */
+export function agentError(status: number, text: string): SandbarError {
+  let type = "";
+  let message = text.slice(0, 500);
+  try {
+    const j = JSON.parse(text) as { error?: string; message?: string };
+    type = j.error ?? "";
+    message = j.message ?? message;
+  } catch {
+    // not JSON: keep the text
+  }
+  const code = AGENT_ERRORS[type];
+  if (code) return new SandbarError(code, message);
+  if (status === 400) return new SandbarError("COMMAND_ERROR", message || "the agent rejected the request");
+  return new SandbarError("SANDBOX_CONNECTION_ERROR", `sandbox agent error (${status}): ${message}`);
+}

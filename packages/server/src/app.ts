@@ -1,0 +1,63 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import websocket from "@fastify/websocket";
+import multipart from "@fastify/multipart";
+import type { Logger } from "pino";
+import type { ApiKeyService } from "./auth/api-key-service.js";
+import type { SandboxService } from "./sandboxes/sandbox-service.js";
+import type { SnapshotService } from "./snapshots/snapshot-service.js";
+import { installErrorHandling } from "./http/error-handler.js";
+import { installAuth } from "./http/auth.js";
+import { sandboxRoutes } from "./sandboxes/sandbox-routes.js";
+import { snapshotRoutes } from "./snapshots/snapshot-routes.js";
+import { executeRoutes } from "./dataplane/execute-routes.js";
+import { fileRoutes } from "./dataplane/file-routes.js";
+import { wsExecuteRoutes } from "./dataplane/ws-execute.js";
+
+export interface AppDeps {
+  log: Logger;
+  keys: ApiKeyService;
+  sandboxes: SandboxService;
+  snapshots: SnapshotService;
+  maxUploadBytes: number;
+  /** False until start-up recovery is done; /healthz answers 503 until then. */
+  isReady: () => boolean;
+}
+
+/** Control-plane prefixes; both are served (clients use either). */
+export const CONTROL_PREFIXES = ["/v2/sandboxes", "/api/v2/sandboxes"] as const;
+
+/** Build the HTTP app (no listening): routes, auth, error mapping. */
+export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: d.log as FastifyBaseLogger,
+    bodyLimit: 4 * 1024 * 1024,
+    // Per-request lines would drown the structured events; errors are logged where they happen.
+    logController: new LogController({ disableRequestLogging: true }),
+    forceCloseConnections: true,
+    routerOptions: { maxParamLength: 256 },
+  });
+  installErrorHandling(app);
+  await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
+  await app.register(multipart, { limits: { fileSize: d.maxUploadBytes, files: 1, fields: 8 } });
+  // Raw uploads stream through untouched; the route enforces the size limit.
+  app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
+  installAuth(app, d.keys);
+
+  app.get("/healthz", async (_req, reply) => {
+    if (!d.isReady()) return reply.status(503).send({ status: "starting" });
+    return { status: "ok" };
+  });
+  for (const prefix of CONTROL_PREFIXES) {
+    await app.register(
+      async (scope) => {
+        sandboxRoutes(scope, d.sandboxes);
+        snapshotRoutes(scope, d.snapshots);
+      },
+      { prefix },
+    );
+  }
+  executeRoutes(app, d.sandboxes);
+  fileRoutes(app, d.sandboxes, d.maxUploadBytes);
+  wsExecuteRoutes(app, d.sandboxes, d.log);
+  return app;
+}

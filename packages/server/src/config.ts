@@ -1,0 +1,81 @@
+import { resolve } from "node:path";
+
+/** Which OCI runtime runs sandboxes. */
+export type RuntimeName = "runsc" | "runc";
+
+/** Everything the composition root needs; built from flags and environment. */
+export interface ServerConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  /** Base URL clients use to reach this server (dataplane_url is built on it). */
+  publicUrl: string;
+  runtime: RuntimeName;
+  /** State directory of the OCI runtime (its --root). */
+  runtimeRoot: string | undefined;
+  /** /16 (or smaller) IPv4 subnet carved into one /30 per sandbox. */
+  subnet: string;
+  agentPort: number;
+  /** Path of the static agent binary to bind-mount into sandboxes. */
+  agentBinary: string;
+  /** Registries reached over plain HTTP / without TLS verification (host[:port]). */
+  insecureRegistries: string[];
+  bootstrapApiKey: string | undefined;
+  logLevel: string;
+  defaults: {
+    idleTtlSeconds: number;
+    deleteAfterStopSeconds: number;
+    vcpus: number;
+    memBytes: number;
+    fsCapacityBytes: number;
+  };
+  /** Largest upload body accepted, in bytes. */
+  maxUploadBytes: number;
+}
+
+const GIB = 1024 * 1024 * 1024;
+
+function intFrom(value: string | undefined, fallback: number): number {
+  if (value === undefined || value === "") return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new Error(`not a number: ${value}`);
+  return n;
+}
+
+/** Defaults, overridden by SANDBAR_* environment variables, overridden by `overrides`. */
+export function loadConfig(overrides: Partial<ServerConfig> = {}, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const host = overrides.host ?? env.SANDBAR_HOST ?? "127.0.0.1";
+  const port = overrides.port ?? intFrom(env.SANDBAR_PORT, 8080);
+  const dataDir = resolve(overrides.dataDir ?? env.SANDBAR_DATA_DIR ?? "/var/lib/sandbar");
+  const runtime = (overrides.runtime ?? env.SANDBAR_RUNTIME ?? "runsc") as RuntimeName;
+  if (runtime !== "runsc" && runtime !== "runc") throw new Error(`unknown runtime ${runtime} (runsc or runc)`);
+  const publicHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return {
+    host,
+    port,
+    dataDir,
+    publicUrl: (overrides.publicUrl ?? env.SANDBAR_PUBLIC_URL ?? `http://${publicHost}:${port}`).replace(/\/$/, ""),
+    runtime,
+    runtimeRoot: overrides.runtimeRoot ?? env.SANDBAR_RUNTIME_ROOT ?? undefined,
+    subnet: overrides.subnet ?? env.SANDBAR_SUBNET ?? "10.213.0.0/16",
+    agentPort: overrides.agentPort ?? intFrom(env.SANDBAR_AGENT_PORT, 2024),
+    agentBinary: overrides.agentBinary ?? env.SANDBAR_AGENT_BINARY ?? defaultAgentBinary(),
+    insecureRegistries: overrides.insecureRegistries ?? (env.SANDBAR_INSECURE_REGISTRIES ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    bootstrapApiKey: overrides.bootstrapApiKey ?? (env.SANDBAR_API_KEY || undefined),
+    logLevel: overrides.logLevel ?? env.SANDBAR_LOG_LEVEL ?? "info",
+    defaults: {
+      idleTtlSeconds: 600,
+      deleteAfterStopSeconds: 14 * 24 * 3600,
+      vcpus: 1,
+      memBytes: 512 * 1024 * 1024,
+      fsCapacityBytes: 1 * GIB,
+      ...overrides.defaults,
+    },
+    maxUploadBytes: overrides.maxUploadBytes ?? intFrom(env.SANDBAR_MAX_UPLOAD_BYTES, 16 * GIB),
+  };
+}
+
+/** The agent binary built by `agent/build.sh`, relative to this package. */
+function defaultAgentBinary(): string {
+  return resolve(new URL("../../../agent/bin/sandbar-agent", import.meta.url).pathname);
+}

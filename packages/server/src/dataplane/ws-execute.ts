@@ -1,0 +1,227 @@
+import type { FastifyInstance } from "fastify";
+import type { WebSocket } from "ws";
+import type { IncomingMessage } from "node:http";
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { SandboxService } from "../sandboxes/sandbox-service.js";
+import type { AgentClient } from "../agent/agent-client.js";
+import { agentError, readAll } from "../agent/agent-client.js";
+import { FrameDecoder, type Frame } from "../agent/stream-frames.js";
+import { parse } from "../http/validate.js";
+import { SandbarError } from "../util/errors.js";
+import { dataplaneParams } from "./params.js";
+
+/** Pause reading from the agent while this much is queued to a slow client. */
+const HIGH_WATER = 1 << 20;
+const LOW_WATER = 256 << 10;
+
+type ClientMessage = Record<string, unknown> & { type?: unknown };
+
+/** Sockets open now; shutdown closes them with 1001 so clients reconnect elsewhere. */
+export const openSockets = new Set<WebSocket>();
+
+/**
+ * WS {dataplane}/execute/ws: the LangSmith streaming protocol, bridged to the agent's
+ * session API. Sessions live in the agent, so a dropped socket or a server restart
+ * loses nothing: the client reconnects with its command_id and offsets.
+ */
+export function wsExecuteRoutes(app: FastifyInstance, sandboxes: SandboxService, log: Logger): void {
+  app.get("/dataplane/:id/execute/ws", { websocket: true }, async (socket, req) => {
+    openSockets.add(socket);
+    socket.on("close", () => openSockets.delete(socket));
+    let bridge: Bridge | undefined;
+    // Messages can arrive before the agent lookup resolves; queue them.
+    const early: ClientMessage[] = [];
+    socket.on("message", (raw: Buffer) => {
+      let msg: ClientMessage;
+      try {
+        msg = JSON.parse(raw.toString("utf8")) as ClientMessage;
+      } catch {
+        sendError(socket, "CommandError", "message is not JSON");
+        return;
+      }
+      if (bridge) bridge.handle(msg);
+      else early.push(msg);
+    });
+    try {
+      const { id } = parse(dataplaneParams, req.params, "params");
+      const { agent } = await sandboxes.agentFor(req.workspaceId, id);
+      bridge = new Bridge(socket, agent, log.child({ sandboxId: id }));
+      for (const m of early.splice(0)) bridge.handle(m);
+    } catch (e) {
+      sendError(socket, e instanceof SandbarError && e.code === "SANDBOX_NOT_FOUND" ? "CommandError" : "CommandError", e instanceof Error ? e.message : String(e));
+      socket.close(1000);
+    }
+  });
+}
+
+function sendError(socket: WebSocket, errorType: string, error: string): void {
+  if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: "error", error_type: errorType, error }));
+}
+
+/** One client socket attached to (at most) one agent session. */
+class Bridge {
+  private commandId: string | undefined;
+  private stream: IncomingMessage | undefined;
+  private abort = new AbortController();
+  private pending = 0;
+  private paused = false;
+  private attached = false;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly agent: AgentClient,
+    private readonly log: Logger,
+  ) {
+    socket.on("close", () => this.abort.abort());
+  }
+
+  handle(msg: ClientMessage): void {
+    void this.dispatch(msg).catch((e: unknown) => {
+      const err = e instanceof SandbarError ? e : new SandbarError("COMMAND_ERROR", e instanceof Error ? e.message : String(e));
+      sendError(this.socket, wireType(err), err.message);
+      if (!this.attached) this.socket.close(1000);
+    });
+  }
+
+  private async dispatch(msg: ClientMessage): Promise<void> {
+    switch (msg.type) {
+      case "execute":
+        return this.execute(msg);
+      case "reconnect":
+        return this.reconnect(msg);
+      case "input":
+        return this.post("input", Buffer.from(String(msg.data ?? ""), "utf8"));
+      case "close_stdin":
+        return this.post("close-stdin");
+      case "kill":
+        return this.post("kill");
+      case "resize":
+        return this.post("resize", JSON.stringify({ cols: Number(msg.cols ?? 80), rows: Number(msg.rows ?? 24) }));
+      default:
+        throw new SandbarError("COMMAND_ERROR", `unknown message type ${String(msg.type)}`);
+    }
+  }
+
+  private async execute(msg: ClientMessage): Promise<void> {
+    if (this.attached) throw new SandbarError("COMMAND_ERROR", "this socket already carries a command");
+    if (typeof msg.command !== "string" || msg.command === "") throw new SandbarError("COMMAND_ERROR", "execute needs a command");
+    const commandId = typeof msg.command_id === "string" && msg.command_id ? msg.command_id : randomUUID();
+    const body = {
+      command_id: commandId,
+      command: msg.command,
+      shell: typeof msg.shell === "string" ? msg.shell : "/bin/bash",
+      env: isStringMap(msg.env) ? msg.env : undefined,
+      cwd: typeof msg.cwd === "string" ? msg.cwd : undefined,
+      timeout_seconds: num(msg.timeout_seconds, 60),
+      idle_timeout_seconds: num(msg.idle_timeout_seconds, 300),
+      kill_on_disconnect: msg.kill_on_disconnect === true,
+      ttl_seconds: num(msg.ttl_seconds, 600),
+      pty: msg.pty === true,
+      cols: num(msg.cols, 80),
+      rows: num(msg.rows, 24),
+    };
+    this.attached = true;
+    this.commandId = commandId;
+    const created = await this.agent.json<{ created?: boolean }>("POST", "/sessions", body);
+    if (msg.close_stdin === true && created.created !== false) await this.post("close-stdin");
+    await this.attach(0, 0);
+  }
+
+  private async reconnect(msg: ClientMessage): Promise<void> {
+    if (this.attached) throw new SandbarError("COMMAND_ERROR", "this socket already carries a command");
+    if (typeof msg.command_id !== "string" || !msg.command_id) throw new SandbarError("COMMAND_ERROR", "reconnect needs a command_id");
+    this.attached = true;
+    this.commandId = msg.command_id;
+    await this.attach(num(msg.stdout_offset, 0), num(msg.stderr_offset, 0));
+  }
+
+  private async attach(stdoutOffset: number, stderrOffset: number): Promise<void> {
+    const id = encodeURIComponent(this.commandId ?? "");
+    const res = await this.agent.request({
+      method: "GET",
+      path: `/sessions/${id}/stream?stdout_offset=${stdoutOffset}&stderr_offset=${stderrOffset}`,
+      signal: this.abort.signal,
+    });
+    if ((res.statusCode ?? 500) !== 200) {
+      const text = await readAll(res);
+      if (res.statusCode === 404) throw new SandbarError("COMMAND_ERROR", `Command not found: ${this.commandId ?? ""}`, undefined, { wire: "CommandNotFound" });
+      if (res.statusCode === 410) throw new SandbarError("COMMAND_ERROR", `Session expired: ${this.commandId ?? ""}`, undefined, { wire: "SessionExpired" });
+      throw agentError(res.statusCode ?? 500, text);
+    }
+    this.stream = res;
+    const frames = res.pipe(new FrameDecoder());
+    let exited = false;
+    frames.on("data", (f: Frame) => {
+      if (f.type === "exit") exited = true;
+      this.forward(f);
+    });
+    frames.on("error", (e) => this.log.warn({ err: e.message }, "agent stream decode error"));
+    res.on("error", () => undefined);
+    frames.on("end", () => {
+      if (this.socket.readyState !== this.socket.OPEN) return;
+      if (exited) this.socket.close(1000);
+      else this.socket.close(1011, "agent stream ended");
+    });
+  }
+
+  private forward(f: Frame): void {
+    let out: Record<string, unknown>;
+    switch (f.type) {
+      case "started":
+        out = { type: "started", command_id: this.commandId, pid: f.pid };
+        break;
+      case "stdout":
+      case "stderr":
+        out = { type: f.type, data: f.data.toString("utf8"), offset: f.offset };
+        break;
+      case "exit":
+        out = { type: "exit", exit_code: f.exitCode, reason: f.info.reason };
+        break;
+      case "error":
+        out = { type: "error", error_type: f.info.error ?? "CommandError", error: f.info.message ?? "command failed" };
+        break;
+    }
+    this.send(JSON.stringify(out));
+  }
+
+  /** Send with backpressure: stop reading the agent while the client lags. */
+  private send(text: string): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    const size = Buffer.byteLength(text);
+    this.pending += size;
+    this.socket.send(text, () => {
+      this.pending -= size;
+      if (this.paused && this.pending < LOW_WATER) {
+        this.paused = false;
+        this.stream?.resume();
+      }
+    });
+    if (!this.paused && this.pending > HIGH_WATER) {
+      this.paused = true;
+      this.stream?.pause();
+    }
+  }
+
+  private async post(action: string, body?: Buffer | string): Promise<void> {
+    if (!this.commandId) throw new SandbarError("COMMAND_ERROR", `${action} before execute or reconnect`);
+    const res = await this.agent.request({ method: "POST", path: `/sessions/${encodeURIComponent(this.commandId)}/${action}`, body: body ?? "" });
+    const text = await readAll(res);
+    if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, text);
+  }
+}
+
+function wireType(e: SandbarError): string {
+  const wire = e.extra?.wire;
+  if (typeof wire === "string") return wire;
+  if (e.code === "SANDBOX_CONNECTION_ERROR") return "CommandError";
+  return "CommandError";
+}
+
+function num(v: unknown, fallback: number): number {
+  return typeof v === "number" && Number.isFinite(v) ? v : fallback;
+}
+
+function isStringMap(v: unknown): v is Record<string, string> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
+}

@@ -1,0 +1,141 @@
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { run } from "../util/proc.js";
+import { randomHex } from "../util/ids.js";
+
+/** Metadata kept beside each unpacked layer. */
+interface LayerMeta {
+  digest: string;
+  size_bytes: number;
+  created_at: string;
+}
+
+const DIGEST = /^sha256:([a-f0-9]{64})$/;
+
+/** The hex part of a sha256 digest; rejects anything else so paths stay inside the store. */
+export function digestHex(digest: string): string {
+  const m = DIGEST.exec(digest);
+  if (!m?.[1]) throw new Error(`not a sha256 digest: ${digest}`);
+  return m[1];
+}
+
+/**
+ * Content-addressed store of unpacked image layers, shared by every snapshot.
+ *
+ * Each layer is unpacked once into `layers/<hex>/` (keyed by its uncompressed diff_id)
+ * with OCI whiteouts turned into overlayfs whiteouts, so a sandbox's rootfs is an
+ * overlay of these directories. Owner of everything under `layers/`.
+ */
+export class LayerStore {
+  private readonly inflight = new Map<string, Promise<void>>();
+
+  constructor(readonly root: string) {}
+
+  async init(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
+    // A crash mid-unpack leaves .tmp-* directories; nothing refers to them.
+    for (const name of await readdir(this.root)) {
+      if (name.startsWith(".tmp-")) await rm(join(this.root, name), { recursive: true, force: true });
+    }
+  }
+
+  dir(digest: string): string {
+    return join(this.root, digestHex(digest));
+  }
+
+  async has(digest: string): Promise<boolean> {
+    try {
+      await stat(join(this.root, `${digestHex(digest)}.json`));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async sizeOf(digest: string): Promise<number> {
+    try {
+      const meta = JSON.parse(await readFile(join(this.root, `${digestHex(digest)}.json`), "utf8")) as LayerMeta;
+      return meta.size_bytes;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Every layer digest present on disk. */
+  async list(): Promise<string[]> {
+    const names = await readdir(this.root);
+    return names.filter((n) => n.endsWith(".json")).map((n) => `sha256:${n.slice(0, -5)}`);
+  }
+
+  /**
+   * Unpack `blobPath` (a tar, optionally compressed) as layer `diffId`, unless present.
+   * Concurrent calls for one digest share the work.
+   */
+  async ingest(diffId: string, blobPath: string): Promise<boolean> {
+    if (await this.has(diffId)) return false;
+    const running = this.inflight.get(diffId);
+    if (running) {
+      await running;
+      return false;
+    }
+    const work = this.unpack(diffId, blobPath);
+    this.inflight.set(diffId, work);
+    try {
+      await work;
+      return true;
+    } finally {
+      this.inflight.delete(diffId);
+    }
+  }
+
+  private async unpack(diffId: string, blobPath: string): Promise<void> {
+    const hex = digestHex(diffId);
+    const tmp = join(this.root, `.tmp-${hex.slice(0, 12)}-${randomHex(4)}`);
+    await mkdir(tmp, { recursive: true });
+    try {
+      // GNU tar detects gzip/zstd/xz itself when reading a file.
+      await run(["tar", "-x", "-p", "--same-owner", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--no-overwrite-dir", "-f", blobPath, "-C", tmp]);
+      await convertWhiteouts(tmp);
+      const du = await run(["du", "-sb", tmp]);
+      const size = Number(du.stdout.split(/\s/)[0] ?? 0);
+      const final = join(this.root, hex);
+      await rm(final, { recursive: true, force: true });
+      await rename(tmp, final);
+      const meta: LayerMeta = { digest: diffId, size_bytes: size, created_at: new Date().toISOString() };
+      // The .json marker is written last: a layer without it is incomplete.
+      await writeFile(join(this.root, `${hex}.json`), JSON.stringify(meta));
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  async remove(digest: string): Promise<void> {
+    const hex = digestHex(digest);
+    await rm(join(this.root, `${hex}.json`), { force: true });
+    await rm(join(this.root, hex), { recursive: true, force: true });
+  }
+}
+
+/**
+ * OCI marks deletions with `.wh.<name>` files and opaque directories with
+ * `.wh..wh..opq`; overlayfs wants a 0/0 character device and the
+ * `trusted.overlay.opaque` xattr instead.
+ */
+async function convertWhiteouts(dir: string): Promise<void> {
+  const found = await run(["find", dir, "-name", ".wh.*", "-print0"]);
+  const paths = found.stdout.split("\0").filter(Boolean);
+  for (const p of paths) {
+    const slash = p.lastIndexOf("/");
+    const parent = p.slice(0, slash);
+    const base = p.slice(slash + 1);
+    await rm(p, { force: true, recursive: true });
+    if (base === ".wh..wh..opq") {
+      await run(["setfattr", "-n", "trusted.overlay.opaque", "-v", "y", parent]);
+    } else {
+      const target = join(parent, base.slice(".wh.".length));
+      await rm(target, { force: true, recursive: true });
+      await run(["mknod", target, "c", "0", "0"]);
+    }
+  }
+}

@@ -1,0 +1,85 @@
+import type { ImageRunConfig } from "../store/records.js";
+
+/** Inputs of one sandbox's OCI runtime spec. */
+export interface SpecInput {
+  runtime: "runsc" | "runc";
+  rootfs: string;
+  hostname: string;
+  netnsPath: string;
+  /** Host directory holding the agent binary, bind-mounted read-only at /.sandbar. */
+  agentDir: string;
+  agentToken: string;
+  agentPort: number;
+  image: ImageRunConfig;
+  vcpus: number;
+  memBytes: number;
+  pidsLimit: number;
+  /** cgroup path (runc) so limits are easy to find and clean. */
+  cgroupsPath: string;
+}
+
+export const AGENT_MOUNT = "/.sandbar";
+export const AGENT_PATH = `${AGENT_MOUNT}/sandbar-agent`;
+const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** Docker's default set less NET_RAW (no raw sockets) and MKNOD. */
+const CAPABILITIES = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FSETID",
+  "CAP_FOWNER",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_SYS_CHROOT",
+  "CAP_KILL",
+  "CAP_AUDIT_WRITE",
+];
+
+/** Build config.json for a sandbox whose init is the agent. */
+export function buildSpec(s: SpecInput): Record<string, unknown> {
+  const env = s.image.env.some((e) => e.startsWith("PATH=")) ? [...s.image.env] : [DEFAULT_PATH, ...s.image.env];
+  env.push(`SANDBAR_AGENT_TOKEN=${s.agentToken}`, `SANDBAR_AGENT_ADDR=0.0.0.0:${s.agentPort}`, `SANDBAR_AGENT_CWD=${s.image.workingDir || "/"}`);
+  const period = 100_000;
+  const mounts: Record<string, unknown>[] = [
+    { destination: "/proc", type: "proc", source: "proc" },
+    { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+    { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
+    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+    { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+    { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777"] },
+    { destination: AGENT_MOUNT, type: "bind", source: s.agentDir, options: ["rbind", "ro", "nosuid", "nodev"] },
+  ];
+  if (s.runtime === "runc") {
+    mounts.push({ destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] });
+  }
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: [AGENT_PATH],
+      env,
+      cwd: "/",
+      capabilities: { bounding: CAPABILITIES, effective: CAPABILITIES, permitted: CAPABILITIES },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1048576, soft: 1048576 }],
+      noNewPrivileges: true,
+    },
+    root: { path: s.rootfs, readonly: false },
+    hostname: s.hostname,
+    mounts,
+    linux: {
+      namespaces: [{ type: "pid" }, { type: "network", path: s.netnsPath }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
+      resources: {
+        memory: { limit: s.memBytes, swap: s.memBytes },
+        cpu: { quota: Math.max(1000, Math.round(s.vcpus * period)), period },
+        pids: { limit: s.pidsLimit },
+      },
+      cgroupsPath: s.cgroupsPath,
+      maskedPaths: ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    },
+  };
+}

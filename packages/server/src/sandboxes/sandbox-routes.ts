@@ -1,0 +1,57 @@
+import type { FastifyInstance } from "fastify";
+import { z } from "zod";
+import { createSandboxRequest, listSandboxesQuery, updateSandboxRequest } from "@sandbar/shared";
+import type { SandboxService } from "./sandbox-service.js";
+import { parse } from "../http/validate.js";
+
+const nameParams = z.object({ name: z.string().min(1).max(128) });
+const startBody = z.object({ timeout: z.number().min(1).max(3600).optional() });
+
+/** Control-plane routes of sandboxes (`/boxes`). */
+export function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService): void {
+  app.post("/boxes", async (req, reply) => {
+    const body = parse(createSandboxRequest, req.body, "body");
+    const rec = await sandboxes.create(req.workspaceId, body);
+    return reply.status(201).send(sandboxes.view(rec));
+  });
+
+  app.get("/boxes", async (req) => {
+    const q = parse(listSandboxesQuery, req.query, "query");
+    const list = await sandboxes.list(req.workspaceId, q);
+    return { sandboxes: list.map((s) => sandboxes.view(s)), offset: q.offset + list.length };
+  });
+
+  app.get("/boxes/:name", async (req) => {
+    const { name } = parse(nameParams, req.params, "params");
+    return sandboxes.view(await sandboxes.get(req.workspaceId, name));
+  });
+
+  app.get("/boxes/:name/status", async (req) => {
+    const { name } = parse(nameParams, req.params, "params");
+    const s = await sandboxes.get(req.workspaceId, name);
+    return { status: s.status, status_message: s.status_message };
+  });
+
+  app.patch("/boxes/:name", async (req) => {
+    const { name } = parse(nameParams, req.params, "params");
+    const body = parse(updateSandboxRequest, req.body, "body");
+    return sandboxes.view(await sandboxes.update(req.workspaceId, name, body));
+  });
+
+  app.delete("/boxes/:name", async (req, reply) => {
+    const { name } = parse(nameParams, req.params, "params");
+    await sandboxes.delete(req.workspaceId, name);
+    return reply.status(204).send();
+  });
+
+  app.post("/boxes/:name/stop", async (req) => {
+    const { name } = parse(nameParams, req.params, "params");
+    return sandboxes.view(await sandboxes.stop(req.workspaceId, name));
+  });
+
+  app.post("/boxes/:name/start", async (req) => {
+    const { name } = parse(nameParams, req.params, "params");
+    const body = parse(startBody, req.body, "body");
+    return sandboxes.view(await sandboxes.start(req.workspaceId, name, body.timeout));
+  });
+}

@@ -1,0 +1,395 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import type { CreateSandboxRequest, ListSandboxesQuery, SandboxView, UpdateSandboxRequest } from "@sandbar/shared";
+import type { ServerConfig } from "../config.js";
+import type { Store } from "../store/store.js";
+import { NameTakenError } from "../store/store.js";
+import type { SandboxRecord, SnapshotRecord } from "../store/records.js";
+import type { SnapshotService } from "../snapshots/snapshot-service.js";
+import type { RootfsManager } from "../storage/rootfs-manager.js";
+import type { NetworkManager } from "../network/network-manager.js";
+import type { SandboxRuntime } from "../runtime/runtime.js";
+import { buildSpec } from "../runtime/oci-spec.js";
+import { AgentClient } from "../agent/agent-client.js";
+import { blockAt } from "../network/addresses.js";
+import { digestHex } from "../images/layer-store.js";
+import { SandbarError } from "../util/errors.js";
+import { KeyedLock } from "../util/keyed-lock.js";
+import { newId, newSecret, nowIso, randomHex } from "../util/ids.js";
+
+export interface SandboxServiceDeps {
+  store: Store;
+  snapshots: SnapshotService;
+  rootfs: RootfsManager;
+  network: NetworkManager;
+  runtime: SandboxRuntime;
+  config: ServerConfig;
+  /** Directory with the agent binary, bind-mounted into every sandbox. */
+  agentDir: string;
+  /** Unique per data dir; prefixes container ids so servers sharing a host never touch each other's. */
+  instanceTag: string;
+  log: Logger;
+}
+
+const BOOT_POLL_MS = 5;
+
+/**
+ * Sandboxes: create (boot), get, list, update, stop, start, delete, and the adoption of
+ * running sandboxes after a server restart. Every host resource a sandbox has is made
+ * through the rootfs, network and runtime owners, and removed through them.
+ */
+export class SandboxService {
+  private readonly lock = new KeyedLock();
+  private readonly boots = new Map<string, Promise<void>>();
+  private readonly agents = new Map<string, AgentClient>();
+  private readonly lastTouch = new Map<string, number>();
+  private monitor: NodeJS.Timeout | undefined;
+  private ticking = false;
+
+  constructor(private readonly d: SandboxServiceDeps) {}
+
+  containerId(id: string): string {
+    return `sandbar-${this.d.instanceTag}-${id}`;
+  }
+
+  view(s: SandboxRecord): SandboxView {
+    return {
+      id: s.id,
+      name: s.name,
+      status: s.status,
+      status_message: s.status_message,
+      dataplane_url: `${this.d.config.publicUrl}/dataplane/${s.id}`,
+      snapshot_id: s.snapshot_id,
+      idle_ttl_seconds: s.idle_ttl_seconds,
+      delete_after_stop_seconds: s.delete_after_stop_seconds,
+      stopped_at: s.stopped_at,
+      vcpus: s.vcpus,
+      mem_bytes: s.mem_bytes,
+      fs_capacity_bytes: s.fs_capacity_bytes,
+      labels: s.labels,
+      runtime: s.runtime,
+      created_at: s.created_at,
+      updated_at: s.updated_at,
+    };
+  }
+
+  async create(workspaceId: string, req: CreateSandboxRequest): Promise<SandboxRecord> {
+    const ref = req.snapshot_id ?? req.snapshot_name ?? "";
+    const snap = await this.d.store.getSnapshot(workspaceId, ref);
+    if (!snap || (req.snapshot_id !== undefined && snap.id !== req.snapshot_id) || (req.snapshot_name !== undefined && snap.name !== req.snapshot_name)) {
+      throw new SandbarError("SNAPSHOT_NOT_FOUND", `snapshot '${ref}' not found`);
+    }
+    if (snap.status !== "ready") throw new SandbarError("SNAPSHOT_NOT_READY", `snapshot '${snap.name}' is ${snap.status}${snap.status_message ? `: ${snap.status_message}` : ""}`);
+    const defaults = this.d.config.defaults;
+    const now = nowIso();
+    const rec: SandboxRecord = {
+      id: newId(),
+      workspace_id: workspaceId,
+      name: req.name ?? `sandbox-${randomHex(4)}`,
+      status: "provisioning",
+      status_message: null,
+      snapshot_id: snap.id,
+      idle_ttl_seconds: req.idle_ttl_seconds ?? defaults.idleTtlSeconds,
+      delete_after_stop_seconds: req.delete_after_stop_seconds ?? defaults.deleteAfterStopSeconds,
+      stopped_at: null,
+      vcpus: req.vcpus ?? defaults.vcpus,
+      mem_bytes: req.mem_bytes ?? defaults.memBytes,
+      fs_capacity_bytes: req.fs_capacity_bytes ?? snap.fs_capacity_bytes ?? defaults.fsCapacityBytes,
+      labels: req.labels ?? {},
+      runtime: this.d.runtime.name,
+      net_index: null,
+      agent_token: newSecret(),
+      created_at: now,
+      updated_at: now,
+      last_active_at: now,
+    };
+    try {
+      await this.d.store.insertSandbox(rec);
+    } catch (e) {
+      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${rec.name}' is already in use`);
+      throw e;
+    }
+    const boot = this.startBoot(rec, snap);
+    if (req.wait_for_ready) {
+      await this.awaitBoot(rec, boot, req.timeout);
+    }
+    return (await this.d.store.getSandboxById(rec.id)) ?? rec;
+  }
+
+  private startBoot(rec: SandboxRecord, snap: SnapshotRecord): Promise<void> {
+    const boot = this.lock.run(rec.id, () => this.boot(rec, snap));
+    this.boots.set(rec.id, boot);
+    void boot.catch(() => undefined).finally(() => this.boots.delete(rec.id));
+    return boot;
+  }
+
+  private async awaitBoot(rec: SandboxRecord, boot: Promise<void>, timeoutSeconds: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((r) => {
+      timer = setTimeout(() => r("timeout"), Math.max(1, timeoutSeconds) * 1000);
+    });
+    try {
+      const outcome = await Promise.race([boot.then(() => "ok" as const), timeout]);
+      if (outcome === "timeout") {
+        throw new SandbarError("SANDBOX_TIMEOUT", `sandbox '${rec.name}' did not become ready within ${timeoutSeconds}s (last status: provisioning)`);
+      }
+    } catch (e) {
+      if (e instanceof SandbarError) throw e;
+      throw new SandbarError("SANDBOX_CREATION_FAILED", `sandbox '${rec.name}' failed to start: ${(e as Error).message}`);
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  /** Mount storage, make the network, start the runtime, wait for the agent. */
+  private async boot(rec: SandboxRecord, snap: SnapshotRecord): Promise<void> {
+    const log = this.d.log.child({ sandboxId: rec.id });
+    const started = Date.now();
+    try {
+      const paths = await this.d.rootfs.mount(rec.id, rec.fs_capacity_bytes, snap.layers.map(digestHex));
+      const net = await this.d.network.create(rec.id, rec.net_index);
+      await this.d.store.updateSandbox(rec.id, { net_index: net.index });
+      const spec = buildSpec({
+        runtime: this.d.runtime.name,
+        rootfs: paths.rootfs,
+        hostname: rec.name,
+        netnsPath: net.netnsPath,
+        agentDir: this.d.agentDir,
+        agentToken: rec.agent_token,
+        agentPort: this.d.config.agentPort,
+        image: snap.image_config,
+        vcpus: rec.vcpus,
+        memBytes: rec.mem_bytes,
+        pidsLimit: 4096,
+        cgroupsPath: `/sandbar/${this.containerId(rec.id)}`,
+      });
+      await writeFile(join(paths.bundle, "config.json"), JSON.stringify(spec));
+      await this.d.runtime.start({ containerId: this.containerId(rec.id), bundleDir: paths.bundle, logFile: join(paths.dir, "console.log") });
+      const agent = new AgentClient(net.sandboxIp, this.d.config.agentPort, rec.agent_token);
+      await this.waitForAgent(agent, 30_000);
+      this.agents.set(rec.id, agent);
+      await this.d.store.updateSandbox(rec.id, { status: "ready", status_message: null, stopped_at: null, updated_at: nowIso(), last_active_at: nowIso() });
+      log.info({ ms: Date.now() - started, ip: net.sandboxIp }, "sandbox ready");
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      log.warn({ err: message }, "sandbox boot failed");
+      await this.releaseCompute(rec.id).catch((err: unknown) => log.error({ err }, "cleanup after failed boot"));
+      const current = await this.d.store.getSandboxById(rec.id);
+      if (current && current.status !== "deleting") {
+        await this.d.store.updateSandbox(rec.id, { status: "failed", status_message: message.slice(0, 2000), updated_at: nowIso() });
+      }
+      throw e;
+    }
+  }
+
+  private async waitForAgent(agent: AgentClient, ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      if (await agent.health(500)) return;
+      await new Promise((r) => setTimeout(r, BOOT_POLL_MS));
+    }
+    throw new Error("the sandbox agent did not answer within 30s");
+  }
+
+  /** Stop the container and free its network and mounts; files stay. Idempotent. */
+  private async releaseCompute(id: string, reason = "the sandbox is stopping"): Promise<void> {
+    this.agents.get(id)?.close(reason);
+    this.agents.delete(id);
+    await this.d.runtime.remove(this.containerId(id));
+    await this.d.network.destroy(id);
+    await this.d.rootfs.unmount(id);
+  }
+
+  async get(workspaceId: string, nameOrId: string): Promise<SandboxRecord> {
+    const s = await this.d.store.getSandbox(workspaceId, nameOrId);
+    if (!s) throw new SandbarError("SANDBOX_NOT_FOUND", `sandbox '${nameOrId}' not found`);
+    return s;
+  }
+
+  list(workspaceId: string, q: ListSandboxesQuery): Promise<SandboxRecord[]> {
+    return this.d.store.listSandboxes(workspaceId, {
+      nameContains: q.name_contains,
+      status: q.status,
+      limit: q.limit,
+      offset: q.offset,
+      sortBy: q.sort_by,
+      sortDirection: q.sort_direction,
+    });
+  }
+
+  async update(workspaceId: string, nameOrId: string, req: UpdateSandboxRequest): Promise<SandboxRecord> {
+    const s = await this.get(workspaceId, nameOrId);
+    const patch: Partial<SandboxRecord> = { updated_at: nowIso() };
+    if (req.name !== undefined) patch.name = req.name;
+    if (req.idle_ttl_seconds !== undefined) patch.idle_ttl_seconds = req.idle_ttl_seconds;
+    if (req.delete_after_stop_seconds !== undefined) patch.delete_after_stop_seconds = req.delete_after_stop_seconds;
+    try {
+      await this.d.store.updateSandbox(s.id, patch);
+    } catch (e) {
+      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${req.name ?? ""}' is already in use`);
+      throw e;
+    }
+    return (await this.d.store.getSandboxById(s.id)) ?? s;
+  }
+
+  async delete(workspaceId: string, nameOrId: string): Promise<void> {
+    const s = await this.get(workspaceId, nameOrId);
+    await this.d.store.updateSandbox(s.id, { status: "deleting", updated_at: nowIso() });
+    await this.lock.run(s.id, async () => {
+      await this.releaseCompute(s.id);
+      await this.d.rootfs.destroy(s.id);
+      await this.d.store.deleteSandbox(s.id);
+      this.lastTouch.delete(s.id);
+    });
+    this.d.log.info({ sandboxId: s.id }, "sandbox deleted");
+  }
+
+  async stop(workspaceId: string, nameOrId: string): Promise<SandboxRecord> {
+    const s = await this.get(workspaceId, nameOrId);
+    await this.lock.run(s.id, async () => {
+      const cur = await this.d.store.getSandboxById(s.id);
+      if (!cur || cur.status === "stopped" || cur.status === "deleting") return;
+      await this.releaseCompute(s.id);
+      const now = nowIso();
+      await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, updated_at: now });
+    });
+    return (await this.d.store.getSandboxById(s.id)) ?? s;
+  }
+
+  async start(workspaceId: string, nameOrId: string, timeoutSeconds = 120): Promise<SandboxRecord> {
+    const s = await this.get(workspaceId, nameOrId);
+    if (s.status === "ready" || s.status === "provisioning") return s;
+    if (s.status === "deleting") throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${s.name}' is being deleted`);
+    const snap = await this.d.store.getSnapshotById(s.snapshot_id);
+    if (!snap) throw new SandbarError("SNAPSHOT_NOT_FOUND", `snapshot of sandbox '${s.name}' no longer exists`);
+    await this.d.store.updateSandbox(s.id, { status: "provisioning", status_message: null, updated_at: nowIso() });
+    const boot = this.startBoot(s, snap);
+    await this.awaitBoot(s, boot, timeoutSeconds);
+    return (await this.d.store.getSandboxById(s.id)) ?? s;
+  }
+
+  /** The agent of a ready sandbox in this workspace; records activity. */
+  async agentFor(workspaceId: string, id: string): Promise<{ sandbox: SandboxRecord; agent: AgentClient }> {
+    const s = await this.d.store.getSandbox(workspaceId, id);
+    if (!s || s.id !== id) throw new SandbarError("SANDBOX_NOT_FOUND", `sandbox '${id}' not found`);
+    if (s.status !== "ready") throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${s.name}' is ${s.status}`);
+    let agent = this.agents.get(s.id);
+    if (!agent) {
+      if (s.net_index === null) throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${s.name}' has no network`);
+      agent = new AgentClient(blockAt(this.d.config.subnet, s.net_index).sandboxIp, this.d.config.agentPort, s.agent_token);
+      this.agents.set(s.id, agent);
+    }
+    this.touch(s.id);
+    return { sandbox: s, agent };
+  }
+
+  /** Record data-plane activity (at most every few seconds per sandbox). */
+  private touch(id: string): void {
+    const now = Date.now();
+    if (now - (this.lastTouch.get(id) ?? 0) < 5000) return;
+    this.lastTouch.set(id, now);
+    void this.d.store.updateSandbox(id, { last_active_at: new Date(now).toISOString() }).catch(() => undefined);
+  }
+
+  /**
+   * After a (re)start: adopt sandboxes whose container still runs and whose agent
+   * answers; stop the rest with their files kept; fail half-created ones.
+   */
+  async recover(): Promise<void> {
+    for (const s of await this.d.store.listAllSandboxes()) {
+      const log = this.d.log.child({ sandboxId: s.id });
+      if (s.status === "ready") {
+        const state = await this.d.runtime.state(this.containerId(s.id));
+        const agent = s.net_index !== null ? new AgentClient(blockAt(this.d.config.subnet, s.net_index).sandboxIp, this.d.config.agentPort, s.agent_token) : undefined;
+        if (state === "running" && agent && (await agent.health(2000))) {
+          this.agents.set(s.id, agent);
+          log.info("sandbox adopted");
+          continue;
+        }
+        await this.releaseCompute(s.id);
+        const now = nowIso();
+        await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: "stopped while the server was down; files kept", updated_at: now });
+        log.warn({ state }, "sandbox found dead; marked stopped");
+      } else if (s.status === "provisioning") {
+        await this.releaseCompute(s.id);
+        await this.d.store.updateSandbox(s.id, { status: "failed", status_message: "server restarted while the sandbox was starting", updated_at: nowIso() });
+      } else if (s.status === "deleting") {
+        await this.releaseCompute(s.id);
+        await this.d.rootfs.destroy(s.id);
+        await this.d.store.deleteSandbox(s.id);
+      } else {
+        // stopped / failed: nothing may run or stay mounted.
+        await this.releaseCompute(s.id);
+      }
+    }
+    await this.reconcile();
+  }
+
+  /** Remove host resources of this instance that no sandbox record claims. */
+  async reconcile(): Promise<void> {
+    const known = new Set((await this.d.store.listAllSandboxes()).map((s) => s.id));
+    const prefix = `sandbar-${this.d.instanceTag}-`;
+    for (const cid of await this.d.runtime.list()) {
+      if (cid.startsWith(prefix) && !known.has(cid.slice(prefix.length))) {
+        this.d.log.warn({ container: cid }, "removing unowned container");
+        await this.d.runtime.remove(cid);
+      }
+    }
+    for (const id of await this.d.network.listSandboxIds()) {
+      if (!known.has(id)) {
+        this.d.log.warn({ sandboxId: id }, "removing unowned network namespace");
+        await this.d.network.destroy(id);
+      }
+    }
+    for (const id of await this.d.rootfs.listIds()) {
+      if (!known.has(id)) {
+        this.d.log.warn({ sandboxId: id }, "removing unowned sandbox storage");
+        await this.d.rootfs.destroy(id);
+      }
+    }
+  }
+
+  /**
+   * Watch running sandboxes: one whose container died (under gVisor, most often because
+   * it used more than mem_bytes and the host killed the whole sandbox) is stopped with
+   * its files kept, and requests waiting on it fail at once instead of timing out.
+   */
+  startMonitor(intervalMs = 2000): void {
+    if (this.monitor) return;
+    const tick = async (): Promise<void> => {
+      const states = await this.d.runtime.states();
+      for (const s of await this.d.store.listAllSandboxes()) {
+        if (s.status !== "ready" || this.boots.has(s.id)) continue;
+        const state = states.get(this.containerId(s.id)) ?? "missing";
+        if (state === "running") continue;
+        await this.lock.run(s.id, async () => {
+          const cur = await this.d.store.getSandboxById(s.id);
+          if (cur?.status !== "ready") return;
+          const message = "the sandbox stopped unexpectedly (most often: memory use beyond mem_bytes); files are kept, start it again";
+          this.d.log.warn({ sandboxId: s.id, state }, "sandbox died");
+          await this.releaseCompute(s.id, message);
+          const now = nowIso();
+          await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: message, updated_at: now });
+        });
+      }
+    };
+    this.monitor = setInterval(() => {
+      if (this.ticking) return;
+      this.ticking = true;
+      tick()
+        .catch((e: unknown) => this.d.log.error({ err: e }, "sandbox monitor failed"))
+        .finally(() => {
+          this.ticking = false;
+        });
+    }, intervalMs);
+    this.monitor.unref();
+  }
+
+  /** Stop watching and wait for boots in flight (shutdown). */
+  async drain(): Promise<void> {
+    if (this.monitor) clearInterval(this.monitor);
+    this.monitor = undefined;
+    await Promise.allSettled([...this.boots.values()]);
+  }
+}

@@ -1,0 +1,166 @@
+import type { Logger } from "pino";
+import type { CreateSnapshotRequest, ListSnapshotsQuery, SnapshotView } from "@sandbar/shared";
+import type { Store } from "../store/store.js";
+import { NameTakenError } from "../store/store.js";
+import type { SnapshotRecord } from "../store/records.js";
+import type { ImagePuller } from "../images/image-puller.js";
+import type { LayerStore } from "../images/layer-store.js";
+import { SandbarError } from "../util/errors.js";
+import { newId, nowIso } from "../util/ids.js";
+
+/** Snapshots: build from images, list, delete; owns the layer garbage collection. */
+export class SnapshotService {
+  private readonly builds = new Map<string, Promise<void>>();
+  private gcChain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly store: Store,
+    private readonly puller: ImagePuller,
+    private readonly layers: LayerStore,
+    private readonly defaultFsCapacity: number,
+    private readonly log: Logger,
+  ) {}
+
+  view(s: SnapshotRecord): SnapshotView {
+    return {
+      id: s.id,
+      name: s.name,
+      status: s.status,
+      status_message: s.status_message,
+      docker_image: s.docker_image,
+      image_digest: s.image_digest,
+      source_sandbox_id: s.source_sandbox_id,
+      fs_capacity_bytes: s.fs_capacity_bytes,
+      fs_used_bytes: s.fs_used_bytes,
+      registry_id: s.registry_id,
+      created_at: s.created_at,
+      updated_at: s.updated_at,
+    };
+  }
+
+  /** Start building a snapshot from an image; resolves with the `building` record. */
+  async create(workspaceId: string, req: CreateSnapshotRequest): Promise<SnapshotRecord> {
+    if (req.registry_id !== undefined) {
+      throw new SandbarError("VALIDATION_ERROR", "registry_id: registries are not supported by this server yet", [
+        { loc: ["body", "registry_id"], msg: "registries are not supported by this server yet", type: "value_error" },
+      ]);
+    }
+    const now = nowIso();
+    const rec: SnapshotRecord = {
+      id: newId(),
+      workspace_id: workspaceId,
+      name: req.name,
+      status: "building",
+      status_message: "queued",
+      docker_image: req.docker_image,
+      image_digest: null,
+      source_sandbox_id: null,
+      fs_capacity_bytes: req.fs_capacity_bytes ?? this.defaultFsCapacity,
+      fs_used_bytes: null,
+      registry_id: null,
+      layers: [],
+      image_config: { env: [], workingDir: "/", user: "", entrypoint: [], cmd: [] },
+      created_at: now,
+      updated_at: now,
+    };
+    try {
+      await this.store.insertSnapshot(rec);
+    } catch (e) {
+      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `snapshot name '${req.name}' is already in use`);
+      throw e;
+    }
+    const build = this.build(rec).finally(() => {
+      this.builds.delete(rec.id);
+      // A failed build may leave layers nothing references.
+      void this.collectLayers();
+    });
+    this.builds.set(rec.id, build);
+    return rec;
+  }
+
+  /** Wait up to `ms` for a build to finish (so fast builds answer ready at once). */
+  async settle(id: string, ms: number): Promise<void> {
+    const b = this.builds.get(id);
+    if (!b) return;
+    await Promise.race([b, new Promise((r) => setTimeout(r, ms))]);
+  }
+
+  private async build(rec: SnapshotRecord): Promise<void> {
+    const log = this.log.child({ snapshotId: rec.id });
+    let lastProgress = 0;
+    try {
+      const pulled = await this.puller.pull(rec.docker_image ?? "", {
+        onProgress: (line) => {
+          const now = Date.now();
+          if (now - lastProgress < 250) return;
+          lastProgress = now;
+          void this.store.updateSnapshot(rec.id, { status_message: line, updated_at: nowIso() });
+        },
+      });
+      let used = 0;
+      for (const d of pulled.layers) used += await this.layers.sizeOf(d);
+      await this.store.updateSnapshot(rec.id, {
+        status: "ready",
+        status_message: null,
+        image_digest: pulled.digest,
+        layers: pulled.layers,
+        image_config: pulled.config,
+        fs_used_bytes: used,
+        updated_at: nowIso(),
+      });
+      log.info({ image: rec.docker_image, digest: pulled.digest, layers: pulled.layers.length }, "snapshot ready");
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      log.warn({ image: rec.docker_image, err: message }, "snapshot build failed");
+      await this.store.updateSnapshot(rec.id, { status: "failed", status_message: message, updated_at: nowIso() });
+    }
+  }
+
+  async get(workspaceId: string, idOrName: string): Promise<SnapshotRecord> {
+    const s = await this.store.getSnapshot(workspaceId, idOrName);
+    if (!s) throw new SandbarError("SNAPSHOT_NOT_FOUND", `snapshot '${idOrName}' not found`);
+    return s;
+  }
+
+  list(workspaceId: string, q: ListSnapshotsQuery): Promise<SnapshotRecord[]> {
+    return this.store.listSnapshots(workspaceId, { nameContains: q.name_contains, limit: q.limit, offset: q.offset });
+  }
+
+  /** Delete unless a sandbox still uses it; its unshared layers leave the disk. */
+  async delete(workspaceId: string, idOrName: string): Promise<void> {
+    const s = await this.get(workspaceId, idOrName);
+    const users = await this.store.countSandboxesUsingSnapshot(s.id);
+    if (users > 0) throw new SandbarError("SNAPSHOT_IN_USE", `snapshot '${s.name}' is used by ${users} sandbox(es); delete them first`);
+    if (this.builds.has(s.id)) {
+      await this.store.updateSnapshot(s.id, { status: "deleting", updated_at: nowIso() });
+      await this.builds.get(s.id);
+    }
+    await this.store.deleteSnapshot(s.id);
+    await this.collectLayers();
+  }
+
+  /** Remove layers no snapshot references. Serialised so builds and GC never race. */
+  collectLayers(): Promise<void> {
+    this.gcChain = this.gcChain.then(async () => {
+      if (this.builds.size > 0) return; // a running build may be about to reference a layer
+      const refs = await this.store.layerReferenceCounts();
+      for (const d of await this.layers.list()) {
+        if (!refs.has(d)) {
+          await this.layers.remove(d);
+          this.log.info({ layer: d }, "layer collected");
+        }
+      }
+    }).catch((e: unknown) => this.log.error({ err: e }, "layer collection failed"));
+    return this.gcChain;
+  }
+
+  /** After a restart: builds that were running are gone; mark them failed. */
+  async recover(): Promise<void> {
+    for (const s of await this.store.listAllSnapshots()) {
+      if (s.status === "building" || s.status === "deleting") {
+        await this.store.updateSnapshot(s.id, { status: "failed", status_message: "server restarted during the build; create it again", updated_at: nowIso() });
+      }
+    }
+    await this.collectLayers();
+  }
+}

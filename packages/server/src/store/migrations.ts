@@ -1,0 +1,60 @@
+/** Schema migrations; index i upgrades user_version i to i+1. Never edit a shipped entry. */
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE workspaces (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+  );
+  CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+  );
+  CREATE TABLE snapshots (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    docker_image TEXT,
+    image_digest TEXT,
+    source_sandbox_id TEXT,
+    fs_capacity_bytes INTEGER NOT NULL,
+    fs_used_bytes INTEGER,
+    registry_id TEXT,
+    layers TEXT NOT NULL,
+    image_config TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (workspace_id, name)
+  );
+  CREATE TABLE sandboxes (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    snapshot_id TEXT NOT NULL,
+    idle_ttl_seconds INTEGER NOT NULL,
+    delete_after_stop_seconds INTEGER NOT NULL,
+    stopped_at TEXT,
+    vcpus REAL NOT NULL,
+    mem_bytes INTEGER NOT NULL,
+    fs_capacity_bytes INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    net_index INTEGER,
+    agent_token TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_active_at TEXT NOT NULL,
+    UNIQUE (workspace_id, name)
+  );
+  CREATE INDEX sandboxes_snapshot ON sandboxes(snapshot_id);
+  `,
+];

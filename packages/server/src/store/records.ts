@@ -1,0 +1,74 @@
+import type { SandboxStatus, SnapshotStatus } from "@sandbar/shared";
+
+export interface WorkspaceRecord {
+  id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface ApiKeyRecord {
+  id: string;
+  workspace_id: string;
+  name: string;
+  key_hash: string;
+  /** First characters of the key, shown in listings. */
+  prefix: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+/** The parts of an OCI image config a sandbox needs to run. */
+export interface ImageRunConfig {
+  env: string[];
+  workingDir: string;
+  user: string;
+  entrypoint: string[];
+  cmd: string[];
+}
+
+export interface SnapshotRecord {
+  id: string;
+  workspace_id: string;
+  name: string;
+  status: SnapshotStatus;
+  status_message: string | null;
+  docker_image: string | null;
+  image_digest: string | null;
+  source_sandbox_id: string | null;
+  fs_capacity_bytes: number;
+  fs_used_bytes: number | null;
+  registry_id: string | null;
+  /** Layer digests, lowest first. */
+  layers: string[];
+  image_config: ImageRunConfig;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface SandboxRecord {
+  id: string;
+  workspace_id: string;
+  name: string;
+  status: SandboxStatus;
+  status_message: string | null;
+  snapshot_id: string;
+  idle_ttl_seconds: number;
+  delete_after_stop_seconds: number;
+  stopped_at: string | null;
+  vcpus: number;
+  mem_bytes: number;
+  fs_capacity_bytes: number;
+  labels: Record<string, string>;
+  runtime: string;
+  /** Index of the sandbox's /30 in the server's subnet; null while it has none. */
+  net_index: number | null;
+  agent_token: string;
+  created_at: string;
+  updated_at: string;
+  last_active_at: string;
+}
+
+export interface Page {
+  limit: number;
+  offset: number;
+}

@@ -1,0 +1,224 @@
+import Database from "better-sqlite3";
+import type { ApiKeyRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
+import { NameTakenError, type SandboxListFilter, type SnapshotListFilter, type Store } from "./store.js";
+import { MIGRATIONS } from "./migrations.js";
+
+type Row = Record<string, unknown>;
+
+const SANDBOX_JSON = new Set(["labels"]);
+const SNAPSHOT_JSON = new Set(["layers", "image_config"]);
+
+function encode(patch: Row, jsonCols: Set<string>): Row {
+  const out: Row = {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === undefined) continue;
+    out[k] = jsonCols.has(k) ? JSON.stringify(v) : v;
+  }
+  return out;
+}
+
+function decode<T>(row: Row | undefined, jsonCols: Set<string>): T | undefined {
+  if (!row) return undefined;
+  const out: Row = { ...row };
+  for (const col of jsonCols) {
+    if (typeof out[col] === "string") out[col] = JSON.parse(out[col] as string);
+  }
+  return out as T;
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  return e instanceof Error && "code" in e && (e as { code: unknown }).code === "SQLITE_CONSTRAINT_UNIQUE";
+}
+
+/** Escape LIKE wildcards so name_contains is a plain substring. */
+function likePattern(s: string): string {
+  return `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+/** The embedded store: one SQLite file in the data dir, WAL mode, statements prepared once. */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly stmts: ReturnType<SqliteStore["prepare"]>;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.pragma("foreign_keys = ON");
+    this.migrate();
+    this.stmts = this.prepare();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma("user_version", { simple: true }) as number;
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      const sql = MIGRATIONS[v];
+      if (sql === undefined) break;
+      this.db.transaction(() => {
+        this.db.exec(sql);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      insertWorkspace: db.prepare("INSERT INTO workspaces (id, name, created_at) VALUES (@id, @name, @created_at)"),
+      getWorkspace: db.prepare("SELECT * FROM workspaces WHERE id = ?"),
+      getWorkspaceByName: db.prepare("SELECT * FROM workspaces WHERE name = ?"),
+      listWorkspaces: db.prepare("SELECT * FROM workspaces ORDER BY created_at"),
+      insertKey: db.prepare(
+        "INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, created_at, revoked_at) VALUES (@id, @workspace_id, @name, @key_hash, @prefix, @created_at, @revoked_at)",
+      ),
+      keyByHash: db.prepare("SELECT * FROM api_keys WHERE key_hash = ?"),
+      listKeys: db.prepare("SELECT * FROM api_keys ORDER BY created_at"),
+      listKeysWs: db.prepare("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at"),
+      revokeKey: db.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
+      getSnapshot: db.prepare("SELECT * FROM snapshots WHERE workspace_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1"),
+      getSnapshotById: db.prepare("SELECT * FROM snapshots WHERE id = ?"),
+      listAllSnapshots: db.prepare("SELECT * FROM snapshots"),
+      deleteSnapshot: db.prepare("DELETE FROM snapshots WHERE id = ?"),
+      getSandbox: db.prepare("SELECT * FROM sandboxes WHERE workspace_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1"),
+      getSandboxById: db.prepare("SELECT * FROM sandboxes WHERE id = ?"),
+      listAllSandboxes: db.prepare("SELECT * FROM sandboxes"),
+      countUsing: db.prepare("SELECT COUNT(*) AS n FROM sandboxes WHERE snapshot_id = ?"),
+      deleteSandbox: db.prepare("DELETE FROM sandboxes WHERE id = ?"),
+    };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  async createWorkspace(ws: WorkspaceRecord): Promise<void> {
+    try {
+      this.stmts.insertWorkspace.run(ws);
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new NameTakenError("workspace", ws.name);
+      throw e;
+    }
+  }
+  async getWorkspace(id: string): Promise<WorkspaceRecord | undefined> {
+    return this.stmts.getWorkspace.get(id) as WorkspaceRecord | undefined;
+  }
+  async getWorkspaceByName(name: string): Promise<WorkspaceRecord | undefined> {
+    return this.stmts.getWorkspaceByName.get(name) as WorkspaceRecord | undefined;
+  }
+  async listWorkspaces(): Promise<WorkspaceRecord[]> {
+    return this.stmts.listWorkspaces.all() as WorkspaceRecord[];
+  }
+
+  async createApiKey(key: ApiKeyRecord): Promise<void> {
+    this.stmts.insertKey.run(key);
+  }
+  async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | undefined> {
+    return this.stmts.keyByHash.get(hash) as ApiKeyRecord | undefined;
+  }
+  async listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]> {
+    return (workspaceId ? this.stmts.listKeysWs.all(workspaceId) : this.stmts.listKeys.all()) as ApiKeyRecord[];
+  }
+  async revokeApiKey(id: string, at: string): Promise<boolean> {
+    return this.stmts.revokeKey.run(at, id).changes > 0;
+  }
+
+  async insertSnapshot(s: SnapshotRecord): Promise<void> {
+    const row = encode(s as unknown as Row, SNAPSHOT_JSON);
+    const cols = Object.keys(row);
+    try {
+      this.db.prepare(`INSERT INTO snapshots (${cols.join(", ")}) VALUES (${cols.map((c) => `@${c}`).join(", ")})`).run(row);
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new NameTakenError("snapshot", s.name);
+      throw e;
+    }
+  }
+  async updateSnapshot(id: string, patch: Partial<SnapshotRecord>): Promise<void> {
+    this.update("snapshots", id, encode(patch as Row, SNAPSHOT_JSON), "snapshot", patch.name);
+  }
+  async getSnapshot(workspaceId: string, idOrName: string): Promise<SnapshotRecord | undefined> {
+    return decode<SnapshotRecord>(this.stmts.getSnapshot.get(workspaceId, idOrName, idOrName, idOrName) as Row | undefined, SNAPSHOT_JSON);
+  }
+  async getSnapshotById(id: string): Promise<SnapshotRecord | undefined> {
+    return decode<SnapshotRecord>(this.stmts.getSnapshotById.get(id) as Row | undefined, SNAPSHOT_JSON);
+  }
+  async listSnapshots(workspaceId: string, f: SnapshotListFilter): Promise<SnapshotRecord[]> {
+    const where = ["workspace_id = @ws"];
+    const params: Row = { ws: workspaceId, limit: f.limit, offset: f.offset };
+    if (f.nameContains) {
+      where.push("name LIKE @like ESCAPE '\\' COLLATE NOCASE");
+      params.like = likePattern(f.nameContains);
+    }
+    const sql = `SELECT * FROM snapshots WHERE ${where.join(" AND ")} ORDER BY created_at DESC, id LIMIT @limit OFFSET @offset`;
+    return (this.db.prepare(sql).all(params) as Row[]).map((r) => decode<SnapshotRecord>(r, SNAPSHOT_JSON) as SnapshotRecord);
+  }
+  async listAllSnapshots(): Promise<SnapshotRecord[]> {
+    return (this.stmts.listAllSnapshots.all() as Row[]).map((r) => decode<SnapshotRecord>(r, SNAPSHOT_JSON) as SnapshotRecord);
+  }
+  async deleteSnapshot(id: string): Promise<void> {
+    this.stmts.deleteSnapshot.run(id);
+  }
+  async layerReferenceCounts(): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    for (const s of await this.listAllSnapshots()) {
+      for (const d of s.layers) counts.set(d, (counts.get(d) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  async insertSandbox(s: SandboxRecord): Promise<void> {
+    const row = encode(s as unknown as Row, SANDBOX_JSON);
+    const cols = Object.keys(row);
+    try {
+      this.db.prepare(`INSERT INTO sandboxes (${cols.join(", ")}) VALUES (${cols.map((c) => `@${c}`).join(", ")})`).run(row);
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new NameTakenError("sandbox", s.name);
+      throw e;
+    }
+  }
+  async updateSandbox(id: string, patch: Partial<SandboxRecord>): Promise<void> {
+    this.update("sandboxes", id, encode(patch as Row, SANDBOX_JSON), "sandbox", patch.name);
+  }
+  async getSandbox(workspaceId: string, nameOrId: string): Promise<SandboxRecord | undefined> {
+    return decode<SandboxRecord>(this.stmts.getSandbox.get(workspaceId, nameOrId, nameOrId, nameOrId) as Row | undefined, SANDBOX_JSON);
+  }
+  async getSandboxById(id: string): Promise<SandboxRecord | undefined> {
+    return decode<SandboxRecord>(this.stmts.getSandboxById.get(id) as Row | undefined, SANDBOX_JSON);
+  }
+  async listSandboxes(workspaceId: string, f: SandboxListFilter): Promise<SandboxRecord[]> {
+    const where = ["workspace_id = @ws"];
+    const params: Row = { ws: workspaceId, limit: f.limit, offset: f.offset };
+    if (f.nameContains) {
+      where.push("name LIKE @like ESCAPE '\\' COLLATE NOCASE");
+      params.like = likePattern(f.nameContains);
+    }
+    if (f.status) {
+      where.push("status = @status");
+      params.status = f.status;
+    }
+    // sortBy/sortDirection come from a zod enum, never from raw input.
+    const order = `${f.sortBy} ${f.sortDirection === "asc" ? "ASC" : "DESC"}, id`;
+    const sql = `SELECT * FROM sandboxes WHERE ${where.join(" AND ")} ORDER BY ${order} LIMIT @limit OFFSET @offset`;
+    return (this.db.prepare(sql).all(params) as Row[]).map((r) => decode<SandboxRecord>(r, SANDBOX_JSON) as SandboxRecord);
+  }
+  async listAllSandboxes(): Promise<SandboxRecord[]> {
+    return (this.stmts.listAllSandboxes.all() as Row[]).map((r) => decode<SandboxRecord>(r, SANDBOX_JSON) as SandboxRecord);
+  }
+  async countSandboxesUsingSnapshot(snapshotId: string): Promise<number> {
+    return (this.stmts.countUsing.get(snapshotId) as { n: number }).n;
+  }
+  async deleteSandbox(id: string): Promise<void> {
+    this.stmts.deleteSandbox.run(id);
+  }
+
+  private update(table: "sandboxes" | "snapshots", id: string, row: Row, kind: "sandbox" | "snapshot", name: unknown): void {
+    const cols = Object.keys(row).filter((c) => c !== "id");
+    if (cols.length === 0) return;
+    try {
+      this.db.prepare(`UPDATE ${table} SET ${cols.map((c) => `${c} = @${c}`).join(", ")} WHERE id = @id`).run({ ...row, id });
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new NameTakenError(kind, String(name));
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,59 @@
+import type { ApiKeyRecord, Page, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
+import type { SandboxStatus } from "@sandbar/shared";
+
+export interface SandboxListFilter extends Page {
+  nameContains?: string;
+  status?: SandboxStatus;
+  sortBy: "created_at" | "updated_at" | "name";
+  sortDirection: "asc" | "desc";
+}
+
+export interface SnapshotListFilter extends Page {
+  nameContains?: string;
+}
+
+/**
+ * Metadata store. SQLite is the embedded implementation; the interface is async so
+ * that a networked database can implement it too. Name uniqueness is enforced by the
+ * store: inserts and renames throw {@link NameTakenError}.
+ */
+export interface Store {
+  close(): void;
+
+  createWorkspace(ws: WorkspaceRecord): Promise<void>;
+  getWorkspace(id: string): Promise<WorkspaceRecord | undefined>;
+  getWorkspaceByName(name: string): Promise<WorkspaceRecord | undefined>;
+  listWorkspaces(): Promise<WorkspaceRecord[]>;
+
+  createApiKey(key: ApiKeyRecord): Promise<void>;
+  findApiKeyByHash(hash: string): Promise<ApiKeyRecord | undefined>;
+  listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]>;
+  revokeApiKey(id: string, at: string): Promise<boolean>;
+
+  insertSnapshot(s: SnapshotRecord): Promise<void>;
+  updateSnapshot(id: string, patch: Partial<SnapshotRecord>): Promise<void>;
+  getSnapshot(workspaceId: string, idOrName: string): Promise<SnapshotRecord | undefined>;
+  getSnapshotById(id: string): Promise<SnapshotRecord | undefined>;
+  listSnapshots(workspaceId: string, filter: SnapshotListFilter): Promise<SnapshotRecord[]>;
+  listAllSnapshots(): Promise<SnapshotRecord[]>;
+  deleteSnapshot(id: string): Promise<void>;
+  /** How many snapshots (any workspace) reference each layer digest. */
+  layerReferenceCounts(): Promise<Map<string, number>>;
+
+  insertSandbox(s: SandboxRecord): Promise<void>;
+  updateSandbox(id: string, patch: Partial<SandboxRecord>): Promise<void>;
+  getSandbox(workspaceId: string, nameOrId: string): Promise<SandboxRecord | undefined>;
+  getSandboxById(id: string): Promise<SandboxRecord | undefined>;
+  listSandboxes(workspaceId: string, filter: SandboxListFilter): Promise<SandboxRecord[]>;
+  listAllSandboxes(): Promise<SandboxRecord[]>;
+  countSandboxesUsingSnapshot(snapshotId: string): Promise<number>;
+  deleteSandbox(id: string): Promise<void>;
+}
+
+/** Thrown by the store when a unique name is already used. */
+export class NameTakenError extends Error {
+  constructor(readonly kind: "sandbox" | "snapshot" | "workspace", readonly takenName: string) {
+    super(`${kind} name '${takenName}' is already in use`);
+    this.name = "NameTakenError";
+  }
+}

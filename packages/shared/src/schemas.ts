@@ -1,0 +1,158 @@
+import { z } from "zod";
+
+/** Sandbox names double as hostnames and URL labels: a DNS label. */
+export const SANDBOX_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+/** Snapshot names: letters, digits, dot, dash and underscore. */
+export const SNAPSHOT_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+
+/** A retention timer: whole minutes, 0 disables. */
+export const ttlSeconds = z
+  .number()
+  .int()
+  .min(0)
+  .max(MAX_TTL_SECONDS)
+  .refine((v) => v % 60 === 0, { message: "must be a multiple of 60 seconds (0 disables)" });
+
+export const sandboxName = z
+  .string()
+  .regex(SANDBOX_NAME_PATTERN, "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit");
+
+export const snapshotName = z
+  .string()
+  .regex(SNAPSHOT_NAME_PATTERN, "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit");
+
+/** Longest docker image reference accepted. */
+const imageReference = z.string().min(1).max(512);
+
+const MIB = 1024 * 1024;
+const fsCapacity = z.number().int().min(64 * MIB).max(16 * 1024 * 1024 * MIB);
+const memBytes = z.number().int().min(32 * MIB).max(1024 * 1024 * MIB);
+const vcpus = z.number().min(0.1).max(64);
+
+/** POST /boxes */
+export const createSandboxRequest = z
+  .object({
+    snapshot_id: z.string().min(1).max(128).optional(),
+    snapshot_name: z.string().min(1).max(128).optional(),
+    name: sandboxName.optional(),
+    wait_for_ready: z.boolean().default(true),
+    timeout: z.number().min(0).max(3600).default(30),
+    idle_ttl_seconds: ttlSeconds.optional(),
+    delete_after_stop_seconds: ttlSeconds.optional(),
+    vcpus: vcpus.optional(),
+    mem_bytes: memBytes.optional(),
+    fs_capacity_bytes: fsCapacity.optional(),
+    labels: z.record(z.string().max(63), z.string().max(256)).optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.snapshot_id !== undefined && v.snapshot_name !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["snapshot_id"], message: "pass exactly one of snapshot_id or snapshot_name, not both" });
+    }
+    if (v.snapshot_id === undefined && v.snapshot_name === undefined) {
+      ctx.addIssue({ code: "custom", path: ["snapshot_id"], message: "one of snapshot_id or snapshot_name is required" });
+    }
+  });
+export type CreateSandboxRequest = z.infer<typeof createSandboxRequest>;
+
+/** PATCH /boxes/{name} */
+export const updateSandboxRequest = z.object({
+  name: sandboxName.optional(),
+  idle_ttl_seconds: ttlSeconds.optional(),
+  delete_after_stop_seconds: ttlSeconds.optional(),
+});
+export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequest>;
+
+/** GET /boxes query */
+export const listSandboxesQuery = z.object({
+  name_contains: z.string().max(128).optional(),
+  status: z.enum(["provisioning", "ready", "failed", "stopped", "deleting"]).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  offset: z.coerce.number().int().min(0).default(0),
+  sort_by: z.enum(["created_at", "updated_at", "name"]).default("created_at"),
+  sort_direction: z.enum(["asc", "desc"]).default("desc"),
+});
+export type ListSandboxesQuery = z.infer<typeof listSandboxesQuery>;
+
+/** POST /snapshots */
+export const createSnapshotRequest = z.object({
+  name: snapshotName,
+  docker_image: imageReference,
+  fs_capacity_bytes: fsCapacity.optional(),
+  registry_id: z.string().max(128).optional(),
+});
+export type CreateSnapshotRequest = z.infer<typeof createSnapshotRequest>;
+
+/** GET /snapshots query */
+export const listSnapshotsQuery = z.object({
+  name_contains: z.string().max(128).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  offset: z.coerce.number().int().min(0).default(0),
+});
+export type ListSnapshotsQuery = z.infer<typeof listSnapshotsQuery>;
+
+const envMap = z.record(z.string().min(1).max(1024), z.string().max(128 * 1024));
+
+/** POST {dataplane}/execute */
+export const executeRequest = z.object({
+  command: z.string().min(1).max(1024 * 1024),
+  timeout: z.number().min(0).max(7 * 24 * 3600).default(60),
+  shell: z.string().min(1).max(256).default("/bin/bash"),
+  env: envMap.optional(),
+  cwd: z.string().min(1).max(4096).optional(),
+});
+export type ExecuteRequest = z.infer<typeof executeRequest>;
+
+/** Query of upload/download: an absolute path inside the sandbox. */
+export const filePathQuery = z.object({
+  path: z.string().min(1).max(4096).refine((p) => p.startsWith("/"), { message: "must be an absolute path" }).refine((p) => !p.includes("\0"), { message: "must not contain NUL" }),
+});
+
+/** Sandbox status values. */
+export type SandboxStatus = "provisioning" | "ready" | "failed" | "stopped" | "deleting";
+/** Snapshot status values. */
+export type SnapshotStatus = "building" | "ready" | "failed" | "deleting";
+
+/** A sandbox as the API returns it. */
+export interface SandboxView {
+  id: string;
+  name: string;
+  status: SandboxStatus;
+  status_message: string | null;
+  dataplane_url: string;
+  snapshot_id: string;
+  idle_ttl_seconds: number;
+  delete_after_stop_seconds: number;
+  stopped_at: string | null;
+  vcpus: number;
+  mem_bytes: number;
+  fs_capacity_bytes: number;
+  labels: Record<string, string>;
+  runtime: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A snapshot as the API returns it. */
+export interface SnapshotView {
+  id: string;
+  name: string;
+  status: SnapshotStatus;
+  status_message: string | null;
+  docker_image: string | null;
+  image_digest: string | null;
+  source_sandbox_id: string | null;
+  fs_capacity_bytes: number;
+  fs_used_bytes: number | null;
+  registry_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Result of a blocking command. */
+export interface ExecuteResponse {
+  stdout: string;
+  stderr: string;
+  exit_code: number;
+}
