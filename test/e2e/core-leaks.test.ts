@@ -1,0 +1,31 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startWorld, type World } from "../support/fixture.js";
+import { hostResources } from "../support/host-resources.js";
+
+describe("host resources after many sandboxes", () => {
+  let w: World;
+
+  beforeAll(async () => {
+    w = await startWorld(["busybox"]);
+  });
+  afterAll(async () => {
+    await w?.stop();
+  });
+
+  it("leaves no container, netns, mount, loop device or directory after 20 create/delete cycles", async () => {
+    const ids: string[] = [];
+    for (let batch = 0; batch < 5; batch++) {
+      const created = await Promise.all(Array.from({ length: 4 }, () => w.createSandbox({ snapshot_name: "busybox" })));
+      for (const sb of created) {
+        expect((await w.exec(sb, "echo alive")).body.stdout).toBe("alive\n");
+        ids.push(sb.id);
+      }
+      const during = await hostResources(w.t.dataDir);
+      expect(during.containers.length).toBe(4);
+      expect(during.netns.length).toBe(4);
+      await Promise.all(created.map(async (sb) => expect((await w.t.call("DELETE", `/boxes/${sb.id}`)).status).toBe(204)));
+    }
+    expect(new Set(ids).size).toBe(20);
+    expect(await hostResources(w.t.dataDir)).toEqual({ containers: [], netns: [], mounts: [], loops: [], sandboxDirs: [] });
+  });
+});
