@@ -35,7 +35,7 @@ PIN
   rm -f /var/lib/sandbar-setup-apt-stamp
 fi
 
-PKGS=(runc skopeo umoci docker-registry iproute2 nftables e2fsprogs mmdebstrap golang-go attr util-linux ca-certificates)
+PKGS=(runc skopeo umoci docker-registry iproute2 nftables e2fsprogs mmdebstrap golang-go attr util-linux zstd tar ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 runsc_ok=0

@@ -10,6 +10,7 @@ import {
   LangSmithResourceNameConflictError,
   LangSmithResourceNotFoundError,
   LangSmithSandboxAuthenticationError,
+  LangSmithSandboxOperationError,
   SandboxClient,
   type Sandbox,
 } from "langsmith/experimental/sandbox";
@@ -87,6 +88,21 @@ describe("official langsmith@0.12.0 SandboxClient against sandbar", () => {
     expect(r.stdout).toBe("");
   });
 
+  // run() sends close_stdin: true (the client's default for non-PTY commands). A command that
+  // exits before the server forwards close-stdin to the agent must still succeed.
+  it("run() of fast-exiting commands never fails (close_stdin race)", async () => {
+    const failures: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      try {
+        const r = await sb.run(`exit ${i % 5}`);
+        if (r.exit_code !== i % 5) failures.push(`#${i}: exit_code ${r.exit_code}`);
+      } catch (e) {
+        failures.push(`#${i}: ${(e as Error).name}: ${(e as Error).message}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+
   it("run() honours env and cwd", async () => {
     const r = await sb.run('echo "$MY_VAR"; pwd', { env: { MY_VAR: "from-client" }, cwd: "/tmp" });
     expect(r).toMatchObject({ stdout: "from-client\n/tmp\n", exit_code: 0 });
@@ -144,6 +160,15 @@ describe("official langsmith@0.12.0 SandboxClient against sandbar", () => {
     expect(Buffer.from(back).equals(Buffer.from(bytes))).toBe(true);
     const size = await sb.run("stat -c %s /root/blob.bin");
     expect(size.stdout.trim()).toBe(String(bytes.length));
+  });
+
+  it("write() onto a directory raises LangSmithSandboxOperationError and leaves the directory", async () => {
+    await sb.run("mkdir -p /tmp/a-dir && echo keep > /tmp/a-dir/f");
+    const e = await thrown(sb.write("/tmp/a-dir", "x"));
+    expect(e).toBeInstanceOf(LangSmithSandboxOperationError);
+    // The server's wire type for IS_A_DIRECTORY is "ReadError" even on upload, so the client
+    // reports operation "read" for this write; only the class is asserted.
+    expect((await sb.run("cat /tmp/a-dir/f")).stdout).toBe("keep\n");
   });
 
   it("read() of a missing file throws LangSmithResourceNotFoundError", async () => {

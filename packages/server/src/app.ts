@@ -40,6 +40,8 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
   await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
   await app.register(multipart, { limits: { fileSize: d.maxUploadBytes, files: 1, fields: 8 } });
   // Raw uploads stream through untouched; the route enforces the size limit.
+  // Bodies are JSON, multipart or raw bytes; plain text is not a body any route takes.
+  app.removeContentTypeParser("text/plain");
   app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
   installAuth(app, d.keys);
 

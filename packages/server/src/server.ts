@@ -53,10 +53,11 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   await rootfs.init();
   const network = new NetworkManager(config.subnet, `sandbar-${instanceTag}-`, log.child({ component: "network" }));
   await network.init();
-  const runtime = config.runtime === "runsc" ? OciRuntime.runsc(config.runtimeRoot) : OciRuntime.runc(config.runtimeRoot);
+  const rootOf = (name: string): string | undefined => (config.runtimeRoot ? join(config.runtimeRoot, name) : undefined);
+  const runtimes = { runsc: OciRuntime.runsc(rootOf("runsc")), runc: OciRuntime.runc(rootOf("runc")) };
 
   const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }));
-  const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtime, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
+  const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtimes, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
 
   let ready = false;
   const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, isReady: () => ready });
@@ -68,7 +69,8 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : config.port;
   const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`;
-  if (config.port === 0) config.publicUrl = url;
+  // With an ephemeral port the derived public URL only becomes known now.
+  if (config.port === 0 && /:0$/.test(config.publicUrl)) config.publicUrl = url;
   log.info({ url, dataDir: d, runtime: config.runtime }, "sandbar listening");
 
   return {

@@ -96,7 +96,7 @@ export class AgentClient {
   }
 
   /** JSON request; agent errors become SandbarErrors with stable codes. */
-  async json<T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+  async json<T>(method: string, path: string, body?: unknown, timeoutMs?: number, signal?: AbortSignal): Promise<T> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const res = await this.request({
       method,
@@ -104,6 +104,7 @@ export class AgentClient {
       body: payload,
       headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {},
       timeoutMs,
+      signal,
     });
     const text = await readAll(res);
     if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, text);
@@ -120,10 +121,10 @@ export class AgentClient {
     }
   }
 
-  exec(body: { command: string; shell: string; env?: Record<string, string>; cwd?: string; timeout_seconds: number }): Promise<AgentExecResult> {
+  exec(body: { command: string; shell: string; env?: Record<string, string>; cwd?: string; timeout_seconds: number }, signal?: AbortSignal): Promise<AgentExecResult> {
     // The agent enforces the command timeout; ours only guards against a dead agent.
     const guard = body.timeout_seconds > 0 ? (body.timeout_seconds + 30) * 1000 : undefined;
-    return this.json<AgentExecResult>("POST", "/exec", body, guard);
+    return this.json<AgentExecResult>("POST", "/exec", body, guard, signal);
   }
 }
 

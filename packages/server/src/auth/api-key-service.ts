@@ -72,8 +72,10 @@ export class ApiKeyService {
     const matches = keys.filter((k) => k.id === idOrPrefix || k.prefix === idOrPrefix);
     const match = matches[0];
     if (!match || matches.length > 1) throw new SandbarError("API_KEY_NOT_FOUND", `no single API key matches '${idOrPrefix}'`);
-    await this.store.revokeApiKey(match.id, nowIso());
-    return { ...match, revoked_at: nowIso() };
+    if (match.revoked_at) return match;
+    const at = nowIso();
+    await this.store.revokeApiKey(match.id, at);
+    return { ...match, revoked_at: at };
   }
 
   private view(k: ApiKeyRecord, workspace: string): ApiKeyView {

@@ -75,7 +75,7 @@ function copyHeaders(res: IncomingMessage, reply: FastifyReply): void {
 }
 
 function asWriteError(e: SandbarError): SandbarError {
-  if (e.code === "COMMAND_ERROR") return new SandbarError("WRITE_ERROR", e.message);
+  if (e.code === "COMMAND_ERROR" || e.code === "IS_A_DIRECTORY") return new SandbarError("WRITE_ERROR", e.message);
   return e;
 }
 

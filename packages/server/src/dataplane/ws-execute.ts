@@ -26,7 +26,17 @@ export const openSockets = new Set<WebSocket>();
  * loses nothing: the client reconnects with its command_id and offsets.
  */
 export function wsExecuteRoutes(app: FastifyInstance, sandboxes: SandboxService, log: Logger): void {
-  app.get("/dataplane/:id/execute/ws", { websocket: true }, async (socket, req) => {
+  app.get(
+    "/dataplane/:id/execute/ws",
+    {
+      websocket: true,
+      // Refuse before the upgrade, with the usual status and body, when the sandbox is unknown or not running.
+      preValidation: async (req) => {
+        const { id } = parse(dataplaneParams, req.params, "params");
+        await sandboxes.agentFor(req.workspaceId, id);
+      },
+    },
+    async (socket, req) => {
     openSockets.add(socket);
     socket.on("close", () => openSockets.delete(socket));
     let bridge: Bridge | undefined;
@@ -49,7 +59,7 @@ export function wsExecuteRoutes(app: FastifyInstance, sandboxes: SandboxService,
       bridge = new Bridge(socket, agent, log.child({ sandboxId: id }));
       for (const m of early.splice(0)) bridge.handle(m);
     } catch (e) {
-      sendError(socket, e instanceof SandbarError && e.code === "SANDBOX_NOT_FOUND" ? "CommandError" : "CommandError", e instanceof Error ? e.message : String(e));
+      sendError(socket, "CommandError", e instanceof Error ? e.message : String(e));
       socket.close(1000);
     }
   });
@@ -93,9 +103,9 @@ class Bridge {
       case "input":
         return this.post("input", Buffer.from(String(msg.data ?? ""), "utf8"));
       case "close_stdin":
-        return this.post("close-stdin");
+        return this.post("close-stdin").catch(ignoreExited);
       case "kill":
-        return this.post("kill");
+        return this.post("kill").catch(ignoreExited);
       case "resize":
         return this.post("resize", JSON.stringify({ cols: Number(msg.cols ?? 80), rows: Number(msg.rows ?? 24) }));
       default:
@@ -123,8 +133,18 @@ class Bridge {
     };
     this.attached = true;
     this.commandId = commandId;
-    const created = await this.agent.json<{ created?: boolean }>("POST", "/sessions", body);
-    if (msg.close_stdin === true && created.created !== false) await this.post("close-stdin");
+    try {
+      const created = await this.agent.json<{ created?: boolean }>("POST", "/sessions", body);
+      if (msg.close_stdin === true && created.created !== false) {
+        // A quick command may have exited already; its stdin is closed either way.
+        await this.post("close-stdin").catch((e: unknown) => {
+          if (!(e instanceof SandbarError && e.extra?.conflict === true)) throw e;
+        });
+      }
+    } catch (e) {
+      this.attached = false;
+      throw e;
+    }
     await this.attach(0, 0);
   }
 
@@ -207,15 +227,20 @@ class Bridge {
     if (!this.commandId) throw new SandbarError("COMMAND_ERROR", `${action} before execute or reconnect`);
     const res = await this.agent.request({ method: "POST", path: `/sessions/${encodeURIComponent(this.commandId)}/${action}`, body: body ?? "" });
     const text = await readAll(res);
+    // 409: the command already exited (input, close-stdin, kill after the end are no-ops).
+    if (res.statusCode === 409) throw new SandbarError("COMMAND_ERROR", "the command has already exited", undefined, { conflict: true });
     if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, text);
   }
 }
 
 function wireType(e: SandbarError): string {
   const wire = e.extra?.wire;
-  if (typeof wire === "string") return wire;
-  if (e.code === "SANDBOX_CONNECTION_ERROR") return "CommandError";
-  return "CommandError";
+  return typeof wire === "string" ? wire : "CommandError";
+}
+
+/** Kill or close-stdin after the command ended: nothing left to do. */
+function ignoreExited(e: unknown): void {
+  if (!(e instanceof SandbarError && e.extra?.conflict === true)) throw e;
 }
 
 function num(v: unknown, fallback: number): number {

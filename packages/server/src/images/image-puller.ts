@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { spawn } from "node:child_process";
@@ -71,6 +71,10 @@ export class ImagePuller {
 
   async init(): Promise<void> {
     await mkdir(this.tmpRoot, { recursive: true });
+    // Pulls cut short by a crash leave their temporary layouts behind.
+    for (const name of await readdir(this.tmpRoot)) {
+      if (name.startsWith("pull-")) await rm(join(this.tmpRoot, name), { recursive: true, force: true });
+    }
     // skopeo insists on a signature policy; we verify by digest instead.
     await writeFile(this.policyPath, JSON.stringify({ default: [{ type: "insecureAcceptAnything" }] }));
   }

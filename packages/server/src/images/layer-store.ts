@@ -1,4 +1,10 @@
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { createHash } from "node:crypto";
+import { createGunzip } from "node:zlib";
+import { spawn } from "node:child_process";
+import { PassThrough, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { join } from "node:path";
 import { run } from "../util/proc.js";
 import { randomHex } from "../util/ids.js";
@@ -33,9 +39,14 @@ export class LayerStore {
 
   async init(): Promise<void> {
     await mkdir(this.root, { recursive: true });
-    // A crash mid-unpack leaves .tmp-* directories; nothing refers to them.
-    for (const name of await readdir(this.root)) {
-      if (name.startsWith(".tmp-")) await rm(join(this.root, name), { recursive: true, force: true });
+    // A crash mid-unpack leaves .tmp-* directories, or a layer directory without its
+    // .json marker (written last); nothing refers to either.
+    const names = await readdir(this.root);
+    const markers = new Set(names.filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -5)));
+    for (const name of names) {
+      if (name.startsWith(".tmp-") || (/^[a-f0-9]{64}$/.test(name) && !markers.has(name))) {
+        await rm(join(this.root, name), { recursive: true, force: true });
+      }
     }
   }
 
@@ -93,8 +104,11 @@ export class LayerStore {
     const tmp = join(this.root, `.tmp-${hex.slice(0, 12)}-${randomHex(4)}`);
     await mkdir(tmp, { recursive: true });
     try {
-      // GNU tar detects gzip/zstd/xz itself when reading a file.
-      await run(["tar", "-x", "-p", "--same-owner", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--no-overwrite-dir", "-f", blobPath, "-C", tmp]);
+      const actual = await extractVerified(blobPath, tmp);
+      if (actual !== diffId) {
+        // The store is shared by every workspace: content must match the name it is stored under.
+        throw new Error(`layer content ${actual} does not match its diff_id ${diffId}`);
+      }
       await convertWhiteouts(tmp);
       const du = await run(["du", "-sb", tmp]);
       const size = Number(du.stdout.split(/\s/)[0] ?? 0);
@@ -115,6 +129,52 @@ export class LayerStore {
     await rm(join(this.root, `${hex}.json`), { force: true });
     await rm(join(this.root, hex), { recursive: true, force: true });
   }
+}
+
+/**
+ * Decompress a layer blob, hash the uncompressed tar (its diff_id) and extract it with
+ * GNU tar in one pass. Returns the computed diff_id.
+ */
+async function extractVerified(blobPath: string, dir: string): Promise<string> {
+  const head = Buffer.alloc(4);
+  const fh = await open(blobPath, "r");
+  try {
+    await fh.read(head, 0, 4, 0);
+  } finally {
+    await fh.close();
+  }
+  const source = createReadStream(blobPath);
+  let tarStream: Readable;
+  let decompressor: ReturnType<typeof spawn> | undefined;
+  if (head[0] === 0x1f && head[1] === 0x8b) {
+    tarStream = source.pipe(createGunzip());
+  } else if (head.readUInt32LE(0) === 0xfd2fb528) {
+    decompressor = spawn("zstd", ["-dc"], { stdio: ["pipe", "pipe", "ignore"] });
+    source.pipe(decompressor.stdin as NodeJS.WritableStream);
+    tarStream = decompressor.stdout as Readable;
+  } else {
+    tarStream = source;
+  }
+  const hash = createHash("sha256");
+  const tar = spawn("tar", ["-x", "-p", "--same-owner", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--no-overwrite-dir", "-f", "-", "-C", dir], { stdio: ["pipe", "ignore", "pipe"] });
+  let tarErr = "";
+  tar.stderr.on("data", (b: Buffer) => (tarErr = (tarErr + b.toString()).slice(-4000)));
+  const exited = new Promise<number>((resolve, reject) => {
+    tar.on("error", reject);
+    tar.on("close", (code) => resolve(code ?? -1));
+  });
+  const tee = new PassThrough();
+  tee.on("data", (c: Buffer) => hash.update(c));
+  try {
+    await pipeline(tarStream, tee, tar.stdin);
+  } catch (e) {
+    // tar quitting early breaks the pipe; its own message says why.
+    const code = await exited;
+    throw new Error(`unpacking layer failed: ${tarErr.trim() || (e as Error).message} (tar exit ${code})`);
+  }
+  const code = await exited;
+  if (code !== 0) throw new Error(`unpacking layer failed: ${tarErr.trim()}`);
+  return `sha256:${hash.digest("hex")}`;
 }
 
 /**

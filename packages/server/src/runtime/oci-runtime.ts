@@ -44,7 +44,7 @@ export class OciRuntime implements SandboxRuntime {
   async start(opts: StartOptions): Promise<void> {
     const log = await open(opts.logFile, "a");
     try {
-      const runArgs = this.name === "runsc" ? ["run", "--detach", "--bundle", opts.bundleDir, opts.containerId] : ["run", "--detach", "--bundle", opts.bundleDir, opts.containerId];
+      const runArgs = ["run", "--detach", "--bundle", opts.bundleDir, opts.containerId];
       // detached: the container must not share our session or die with us.
       await run(this.runWrapper(this.argv(...runArgs)), { stdio: ["ignore", log.fd, log.fd], detached: true, timeoutMs: 60_000 });
     } catch (e) {
@@ -87,8 +87,8 @@ export class OciRuntime implements SandboxRuntime {
 
   async states(): Promise<Map<string, ContainerState>> {
     const out = new Map<string, ContainerState>();
-    const r = await run(this.argv("list", "--format", "json"), { check: false });
-    if (r.code !== 0) return out;
+    // A failed listing must not read as "every container is gone".
+    const r = await run(this.argv("list", "--format", "json"));
     const parsed = JSON.parse(r.stdout || "null") as { id?: string; status?: string }[] | null;
     for (const c of parsed ?? []) {
       if (!c.id) continue;

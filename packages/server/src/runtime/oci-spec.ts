@@ -14,8 +14,11 @@ export interface SpecInput {
   vcpus: number;
   memBytes: number;
   pidsLimit: number;
-  /** cgroup path (runc) so limits are easy to find and clean. */
+  /** cgroup path, under /sandbar, so limits are easy to find. */
   cgroupsPath: string;
+  /** Host files bind-mounted over /etc/hostname and /etc/hosts. */
+  hostnameFile: string;
+  hostsFile: string;
 }
 
 export const AGENT_MOUNT = "/.sandbar";
@@ -51,6 +54,8 @@ export function buildSpec(s: SpecInput): Record<string, unknown> {
     { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
     { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777"] },
     { destination: AGENT_MOUNT, type: "bind", source: s.agentDir, options: ["rbind", "ro", "nosuid", "nodev"] },
+    { destination: "/etc/hostname", type: "bind", source: s.hostnameFile, options: ["rbind", "rw"] },
+    { destination: "/etc/hosts", type: "bind", source: s.hostsFile, options: ["rbind", "rw"] },
   ];
   if (s.runtime === "runc") {
     mounts.push({ destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] });

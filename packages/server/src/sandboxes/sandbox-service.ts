@@ -2,7 +2,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { CreateSandboxRequest, ListSandboxesQuery, SandboxView, UpdateSandboxRequest } from "@sandbar/shared";
-import type { ServerConfig } from "../config.js";
+import type { RuntimeName, ServerConfig } from "../config.js";
 import type { Store } from "../store/store.js";
 import { NameTakenError } from "../store/store.js";
 import type { SandboxRecord, SnapshotRecord } from "../store/records.js";
@@ -23,7 +23,8 @@ export interface SandboxServiceDeps {
   snapshots: SnapshotService;
   rootfs: RootfsManager;
   network: NetworkManager;
-  runtime: SandboxRuntime;
+  /** Runtimes by name; new boots use config.runtime, teardown uses the one a sandbox ran on. */
+  runtimes: Record<RuntimeName, SandboxRuntime>;
   config: ServerConfig;
   /** Directory with the agent binary, bind-mounted into every sandbox. */
   agentDir: string;
@@ -97,7 +98,7 @@ export class SandboxService {
       mem_bytes: req.mem_bytes ?? defaults.memBytes,
       fs_capacity_bytes: req.fs_capacity_bytes ?? snap.fs_capacity_bytes ?? defaults.fsCapacityBytes,
       labels: req.labels ?? {},
-      runtime: this.d.runtime.name,
+      runtime: this.d.config.runtime,
       net_index: null,
       agent_token: newSecret(),
       created_at: now,
@@ -146,12 +147,22 @@ export class SandboxService {
   private async boot(rec: SandboxRecord, snap: SnapshotRecord): Promise<void> {
     const log = this.d.log.child({ sandboxId: rec.id });
     const started = Date.now();
+    const runtime = this.d.runtimes[this.d.config.runtime];
+    // A stopped sandbox starts on the server's current runtime.
+    rec.runtime = runtime.name;
+    await this.d.store.updateSandbox(rec.id, { runtime: runtime.name });
     try {
       const paths = await this.d.rootfs.mount(rec.id, rec.fs_capacity_bytes, snap.layers.map(digestHex));
       const net = await this.d.network.create(rec.id, rec.net_index);
       await this.d.store.updateSandbox(rec.id, { net_index: net.index });
+      const hostnameFile = join(paths.dir, "hostname");
+      const hostsFile = join(paths.dir, "hosts");
+      await writeFile(hostnameFile, `${rec.name}\n`);
+      await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${net.sandboxIp}\t${rec.name}\n`);
       const spec = buildSpec({
-        runtime: this.d.runtime.name,
+        hostnameFile,
+        hostsFile,
+        runtime: this.d.config.runtime,
         rootfs: paths.rootfs,
         hostname: rec.name,
         netnsPath: net.netnsPath,
@@ -165,7 +176,7 @@ export class SandboxService {
         cgroupsPath: `/sandbar/${this.containerId(rec.id)}`,
       });
       await writeFile(join(paths.bundle, "config.json"), JSON.stringify(spec));
-      await this.d.runtime.start({ containerId: this.containerId(rec.id), bundleDir: paths.bundle, logFile: join(paths.dir, "console.log") });
+      await runtime.start({ containerId: this.containerId(rec.id), bundleDir: paths.bundle, logFile: join(paths.dir, "console.log") });
       const agent = new AgentClient(net.sandboxIp, this.d.config.agentPort, rec.agent_token);
       await this.waitForAgent(agent, 30_000);
       this.agents.set(rec.id, agent);
@@ -174,7 +185,7 @@ export class SandboxService {
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       log.warn({ err: message }, "sandbox boot failed");
-      await this.releaseCompute(rec.id).catch((err: unknown) => log.error({ err }, "cleanup after failed boot"));
+      await this.releaseCompute(rec).catch((err: unknown) => log.error({ err }, "cleanup after failed boot"));
       const current = await this.d.store.getSandboxById(rec.id);
       if (current && current.status !== "deleting") {
         await this.d.store.updateSandbox(rec.id, { status: "failed", status_message: message.slice(0, 2000), updated_at: nowIso() });
@@ -193,12 +204,16 @@ export class SandboxService {
   }
 
   /** Stop the container and free its network and mounts; files stay. Idempotent. */
-  private async releaseCompute(id: string, reason = "the sandbox is stopping"): Promise<void> {
-    this.agents.get(id)?.close(reason);
-    this.agents.delete(id);
-    await this.d.runtime.remove(this.containerId(id));
-    await this.d.network.destroy(id);
-    await this.d.rootfs.unmount(id);
+  private async releaseCompute(s: Pick<SandboxRecord, "id" | "runtime">, reason = "the sandbox is stopping"): Promise<void> {
+    this.agents.get(s.id)?.close(reason);
+    this.agents.delete(s.id);
+    await this.runtimeOf(s).remove(this.containerId(s.id));
+    await this.d.network.destroy(s.id);
+    await this.d.rootfs.unmount(s.id);
+  }
+
+  private runtimeOf(s: Pick<SandboxRecord, "runtime">): SandboxRuntime {
+    return this.d.runtimes[s.runtime === "runc" ? "runc" : "runsc"];
   }
 
   async get(workspaceId: string, nameOrId: string): Promise<SandboxRecord> {
@@ -237,7 +252,8 @@ export class SandboxService {
     const s = await this.get(workspaceId, nameOrId);
     await this.d.store.updateSandbox(s.id, { status: "deleting", updated_at: nowIso() });
     await this.lock.run(s.id, async () => {
-      await this.releaseCompute(s.id);
+      const cur = (await this.d.store.getSandboxById(s.id)) ?? s;
+      await this.releaseCompute(cur);
       await this.d.rootfs.destroy(s.id);
       await this.d.store.deleteSandbox(s.id);
       this.lastTouch.delete(s.id);
@@ -250,7 +266,7 @@ export class SandboxService {
     await this.lock.run(s.id, async () => {
       const cur = await this.d.store.getSandboxById(s.id);
       if (!cur || cur.status === "stopped" || cur.status === "deleting") return;
-      await this.releaseCompute(s.id);
+      await this.releaseCompute(cur);
       const now = nowIso();
       await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, updated_at: now });
     });
@@ -298,42 +314,53 @@ export class SandboxService {
    */
   async recover(): Promise<void> {
     for (const s of await this.d.store.listAllSandboxes()) {
-      const log = this.d.log.child({ sandboxId: s.id });
-      if (s.status === "ready") {
-        const state = await this.d.runtime.state(this.containerId(s.id));
-        const agent = s.net_index !== null ? new AgentClient(blockAt(this.d.config.subnet, s.net_index).sandboxIp, this.d.config.agentPort, s.agent_token) : undefined;
-        if (state === "running" && agent && (await agent.health(2000))) {
-          this.agents.set(s.id, agent);
-          log.info("sandbox adopted");
-          continue;
-        }
-        await this.releaseCompute(s.id);
-        const now = nowIso();
-        await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: "stopped while the server was down; files kept", updated_at: now });
-        log.warn({ state }, "sandbox found dead; marked stopped");
-      } else if (s.status === "provisioning") {
-        await this.releaseCompute(s.id);
-        await this.d.store.updateSandbox(s.id, { status: "failed", status_message: "server restarted while the sandbox was starting", updated_at: nowIso() });
-      } else if (s.status === "deleting") {
-        await this.releaseCompute(s.id);
-        await this.d.rootfs.destroy(s.id);
-        await this.d.store.deleteSandbox(s.id);
-      } else {
-        // stopped / failed: nothing may run or stay mounted.
-        await this.releaseCompute(s.id);
+      try {
+        await this.recoverOne(s);
+      } catch (e) {
+        // One sandbox that cannot be cleaned must not keep the server down.
+        this.d.log.error({ sandboxId: s.id, err: e }, "recovery of sandbox failed");
       }
     }
     await this.reconcile();
+  }
+
+  private async recoverOne(s: SandboxRecord): Promise<void> {
+    const log = this.d.log.child({ sandboxId: s.id });
+    if (s.status === "ready") {
+      const state = await this.runtimeOf(s).state(this.containerId(s.id));
+      const agent = s.net_index !== null ? new AgentClient(blockAt(this.d.config.subnet, s.net_index).sandboxIp, this.d.config.agentPort, s.agent_token) : undefined;
+      if (state === "running" && agent && (await agent.health(2000))) {
+        this.agents.set(s.id, agent);
+        log.info("sandbox adopted");
+        return;
+      }
+      await this.releaseCompute(s);
+      const now = nowIso();
+      await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: "stopped while the server was down; files kept", updated_at: now });
+      log.warn({ state }, "sandbox found dead; marked stopped");
+    } else if (s.status === "provisioning") {
+      await this.releaseCompute(s);
+      await this.d.store.updateSandbox(s.id, { status: "failed", status_message: "server restarted while the sandbox was starting", updated_at: nowIso() });
+    } else if (s.status === "deleting") {
+      await this.releaseCompute(s);
+      await this.d.rootfs.destroy(s.id);
+      await this.d.store.deleteSandbox(s.id);
+    } else {
+      // stopped / failed: nothing may run or stay mounted.
+      await this.releaseCompute(s);
+    }
   }
 
   /** Remove host resources of this instance that no sandbox record claims. */
   async reconcile(): Promise<void> {
     const known = new Set((await this.d.store.listAllSandboxes()).map((s) => s.id));
     const prefix = `sandbar-${this.d.instanceTag}-`;
-    for (const cid of await this.d.runtime.list()) {
-      if (cid.startsWith(prefix) && !known.has(cid.slice(prefix.length))) {
-        this.d.log.warn({ container: cid }, "removing unowned container");
-        await this.d.runtime.remove(cid);
+    for (const runtime of Object.values(this.d.runtimes)) {
+      for (const cid of await runtime.list()) {
+        if (cid.startsWith(prefix) && !known.has(cid.slice(prefix.length))) {
+          this.d.log.warn({ container: cid, runtime: runtime.name }, "removing unowned container");
+          await runtime.remove(cid);
+        }
       }
     }
     for (const id of await this.d.network.listSandboxIds()) {
@@ -358,9 +385,13 @@ export class SandboxService {
   startMonitor(intervalMs = 2000): void {
     if (this.monitor) return;
     const tick = async (): Promise<void> => {
-      const states = await this.d.runtime.states();
-      for (const s of await this.d.store.listAllSandboxes()) {
-        if (s.status !== "ready" || this.boots.has(s.id)) continue;
+      const ready = (await this.d.store.listAllSandboxes()).filter((s) => s.status === "ready" && !this.boots.has(s.id));
+      if (ready.length === 0) return;
+      const states = new Map<string, string>();
+      for (const name of new Set(ready.map((s) => this.runtimeOf(s).name))) {
+        for (const [id, st] of await this.d.runtimes[name].states()) states.set(id, st);
+      }
+      for (const s of ready) {
         const state = states.get(this.containerId(s.id)) ?? "missing";
         if (state === "running") continue;
         await this.lock.run(s.id, async () => {
@@ -368,7 +399,7 @@ export class SandboxService {
           if (cur?.status !== "ready") return;
           const message = "the sandbox stopped unexpectedly (most often: memory use beyond mem_bytes); files are kept, start it again";
           this.d.log.warn({ sandboxId: s.id, state }, "sandbox died");
-          await this.releaseCompute(s.id, message);
+          await this.releaseCompute(cur, message);
           const now = nowIso();
           await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: message, updated_at: now });
         });

@@ -1,0 +1,116 @@
+import { describe, expect, it } from "vitest";
+import { NameTakenError, type Store } from "./store.js";
+import type { SandboxRecord, SnapshotRecord } from "./records.js";
+
+const now = "2026-01-01T00:00:00.000Z";
+
+function snapshot(id: string, ws: string, name: string, layers: string[] = []): SnapshotRecord {
+  return {
+    id,
+    workspace_id: ws,
+    name,
+    status: "ready",
+    status_message: null,
+    docker_image: "img",
+    image_digest: null,
+    source_sandbox_id: null,
+    fs_capacity_bytes: 1,
+    fs_used_bytes: null,
+    registry_id: null,
+    layers,
+    image_config: { env: ["A=1"], workingDir: "/", user: "", entrypoint: [], cmd: [] },
+    created_at: now,
+    updated_at: now,
+  };
+}
+
+function sandbox(id: string, ws: string, name: string, snap: string): SandboxRecord {
+  return {
+    id,
+    workspace_id: ws,
+    name,
+    status: "ready",
+    status_message: null,
+    snapshot_id: snap,
+    idle_ttl_seconds: 600,
+    delete_after_stop_seconds: 0,
+    stopped_at: null,
+    vcpus: 1,
+    mem_bytes: 1,
+    fs_capacity_bytes: 1,
+    labels: { a: "b" },
+    runtime: "runsc",
+    net_index: 3,
+    agent_token: "t",
+    created_at: now,
+    updated_at: now,
+    last_active_at: now,
+  };
+}
+
+/** The behaviour every Store implementation must have; run against each one. */
+export function storeContract(name: string, make: () => Promise<Store>): void {
+  describe(`store contract: ${name}`, () => {
+    const setup = async (): Promise<Store> => {
+      const s = await make();
+      await s.createWorkspace({ id: "w1", name: "one", created_at: now });
+      await s.createWorkspace({ id: "w2", name: "two", created_at: now });
+      return s;
+    };
+
+    it("keeps workspaces apart and names unique per workspace", async () => {
+      const s = await setup();
+      await s.insertSnapshot(snapshot("s1", "w1", "py", ["sha256:a", "sha256:b"]));
+      await s.insertSnapshot(snapshot("s2", "w2", "py", ["sha256:a"]));
+      await expect(s.insertSnapshot(snapshot("s3", "w1", "py"))).rejects.toBeInstanceOf(NameTakenError);
+      expect((await s.getSnapshot("w1", "py"))?.id).toBe("s1");
+      expect((await s.getSnapshot("w2", "s1"))).toBeUndefined();
+      expect((await s.getSnapshot("w1", "s1"))?.layers).toEqual(["sha256:a", "sha256:b"]);
+      expect(await s.layerReferenceCounts()).toEqual(new Map([["sha256:a", 2], ["sha256:b", 1]]));
+      s.close();
+    });
+
+    it("stores sandboxes with JSON fields, renames with conflicts, counts users of a snapshot", async () => {
+      const s = await setup();
+      await s.insertSnapshot(snapshot("s1", "w1", "py"));
+      await s.insertSandbox(sandbox("b1", "w1", "box", "s1"));
+      await s.insertSandbox(sandbox("b2", "w1", "other", "s1"));
+      expect((await s.getSandbox("w1", "box"))?.labels).toEqual({ a: "b" });
+      expect((await s.getSandbox("w1", "b2"))?.name).toBe("other");
+      await expect(s.updateSandbox("b2", { name: "box" })).rejects.toBeInstanceOf(NameTakenError);
+      await s.updateSandbox("b2", { status: "stopped", stopped_at: now });
+      expect((await s.getSandboxById("b2"))?.status).toBe("stopped");
+      expect(await s.countSandboxesUsingSnapshot("s1")).toBe(2);
+      await s.deleteSandbox("b1");
+      expect(await s.countSandboxesUsingSnapshot("s1")).toBe(1);
+      s.close();
+    });
+
+    it("filters and pages lists; name_contains is a plain, case-insensitive substring", async () => {
+      const s = await setup();
+      for (const [i, n] of ["Alpha", "alpine", "beta", "a_b", "a%b"].entries()) {
+        await s.insertSnapshot({ ...snapshot(`s${i}`, "w1", n), created_at: `2026-01-0${i + 1}T00:00:00.000Z` });
+      }
+      const names = async (q: string | undefined, limit = 50, offset = 0): Promise<string[]> =>
+        (await s.listSnapshots("w1", { nameContains: q, limit, offset })).map((x) => x.name);
+      expect((await names("ALP")).sort()).toEqual(["Alpha", "alpine"]);
+      expect(await names("_")).toEqual(["a_b"]);
+      expect(await names("%")).toEqual(["a%b"]);
+      expect(await names(undefined, 2, 0)).toEqual(["a%b", "a_b"]);
+      expect(await names(undefined, 2, 2)).toEqual(["beta", "alpine"]);
+      expect(await names(undefined, 2, 4)).toEqual(["Alpha"]);
+      expect(await s.listSnapshots("w2", { limit: 50, offset: 0 })).toEqual([]);
+      s.close();
+    });
+
+    it("finds API keys by hash and revokes once", async () => {
+      const s = await setup();
+      await s.createApiKey({ id: "k1", workspace_id: "w1", name: "n", key_hash: "h", prefix: "sb_", created_at: now, revoked_at: null });
+      expect((await s.findApiKeyByHash("h"))?.workspace_id).toBe("w1");
+      expect(await s.revokeApiKey("k1", now)).toBe(true);
+      expect(await s.revokeApiKey("k1", now)).toBe(false);
+      expect((await s.findApiKeyByHash("h"))?.revoked_at).toBe(now);
+      s.close();
+    });
+  });
+}
