@@ -6,16 +6,19 @@ import { serve } from "./commands/serve.js";
 import { key } from "./commands/key/key.js";
 import { snapshot } from "./commands/snapshot/snapshot.js";
 import { sandbox } from "./commands/sandbox/sandbox.js";
+import { image } from "./commands/image/image.js";
 
 const USAGE = `usage: sandbar <command>
-  serve [--port P] [--host H] [--data-dir D] [--runtime runsc|runc]
+  serve [--port P] [--host H] [--data-dir D] [--runtime runsc|runc] [--public-url URL]
   key create [--workspace W] [--name N] | key ls | key revoke ID_OR_PREFIX
+  image build-debian NAME [--packages python3,bash] [--suite bookworm] | image import NAME SOURCE [--tag T]
+  image ls | image rm NAME          (local images: docker_image sandbar.local/NAME:TAG)
   snapshot create NAME --image IMAGE [--fs-capacity BYTES] | ls | get ID | rm ID
   sandbox create --snapshot S [--name N] | ls | get N | rm N | stop N | start N
   sandbox exec NAME -- COMMAND... | sandbox cp SRC DST   (one side SANDBOX:/path)
 common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
 
-const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd"];
+const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag"];
 const OPTIONS = Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }]));
 
 async function main(argv: string[]): Promise<number> {
@@ -34,6 +37,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "sandbox":
       return sandbox(args);
+    case "image":
+      await image(args);
+      return 0;
     case undefined:
     case "help":
       process.stdout.write(`${USAGE}\n`);

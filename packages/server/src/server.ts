@@ -35,7 +35,7 @@ const BOOTSTRAP_KEY_FILE = "bootstrap-api-key";
 export async function startServer(config: ServerConfig, logger?: Logger): Promise<SandbarServer> {
   const log = logger ?? pino({ level: config.logLevel });
   const d = config.dataDir;
-  for (const sub of ["", "layers", "sandboxes", "tmp", "agent"]) await mkdir(join(d, sub), { recursive: true });
+  for (const sub of ["", "layers", "sandboxes", "tmp", "agent", "images"]) await mkdir(join(d, sub), { recursive: true });
   const instanceTag = sha256Hex(d).slice(0, 8);
 
   const store = new SqliteStore(join(d, "sandbar.db"));
@@ -47,7 +47,7 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
 
   const layers = new LayerStore(join(d, "layers"));
   await layers.init();
-  const puller = new ImagePuller(layers, join(d, "tmp"), join(d, "policy.json"), config.insecureRegistries);
+  const puller = new ImagePuller(layers, join(d, "tmp"), join(d, "policy.json"), config.insecureRegistries, join(d, "images"));
   await puller.init();
   const rootfs = new RootfsManager(join(d, "sandboxes"), join(d, "layers"));
   await rootfs.init();

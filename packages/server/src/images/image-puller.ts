@@ -24,6 +24,9 @@ export interface PulledImage {
   config: ImageRunConfig;
 }
 
+/** Registry name of the server's local image store (`sandbar image import|build-debian`). */
+export const LOCAL_REGISTRY = "sandbar.local";
+
 /** Why a pull failed, in words a user can act on. */
 export class ImagePullError extends Error {
   constructor(
@@ -67,6 +70,8 @@ export class ImagePuller {
     private readonly tmpRoot: string,
     private readonly policyPath: string,
     private readonly insecureRegistries: readonly string[],
+    /** Operator-managed OCI layouts, one per image name, served as `sandbar.local/NAME:TAG`. */
+    private readonly localImagesRoot: string,
   ) {}
 
   async init(): Promise<void> {
@@ -91,6 +96,7 @@ export class ImagePuller {
     } catch (e) {
       throw new ImagePullError((e as Error).message, "bad_reference");
     }
+    if (ref.registry === LOCAL_REGISTRY) return this.pullLocal(ref, opts.onProgress);
     const creds = opts.credentials ? [`--creds=${opts.credentials.username}:${opts.credentials.password}`] : [];
     const srcCreds = opts.credentials ? [`--src-creds=${opts.credentials.username}:${opts.credentials.password}`] : [];
     const base = ["skopeo", "--policy", this.policyPath];
@@ -106,6 +112,27 @@ export class ImagePuller {
     try {
       await this.copy([...base, "copy", ...this.tlsFlags(ref, "--src-tls-verify"), ...srcCreds, `docker://${ref.canonical}`, `oci:${dir}:image`], ref, opts.onProgress);
       return await this.unpackLayout(dir, ref, digest, opts.onProgress);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Images of the local store: no network at all (offline quick start, imports). */
+  private async pullLocal(ref: ImageRef, onProgress?: (line: string) => void): Promise<PulledImage> {
+    const layout = join(this.localImagesRoot, ref.repository.replace(/\//g, "_"));
+    const source = `oci:${layout}:${ref.tag ?? "latest"}`;
+    const base = ["skopeo", "--policy", this.policyPath];
+    let rawManifest: string;
+    try {
+      rawManifest = (await run([...base, "inspect", "--raw", source])).stdout;
+    } catch {
+      throw new ImagePullError(`image not found: ${ref.canonical} (no such image in the local store; see 'sandbar image ls')`, "not_found");
+    }
+    const digest = `sha256:${createHash("sha256").update(rawManifest).digest("hex")}`;
+    const dir = join(this.tmpRoot, `pull-${randomHex(6)}`);
+    try {
+      await this.copy([...base, "copy", source, `oci:${dir}:image`], ref, onProgress);
+      return await this.unpackLayout(dir, ref, digest, onProgress);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,73 @@
+/**
+ * The README's quick start, command for command, through the CLI against a server started
+ * with `sandbar serve`: offline (no registry), ending with python running in a sandbox.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
+import { hostResources } from "../support/host-resources.js";
+
+const pexec = promisify(execFile);
+const MAIN = fileURLToPath(new URL("../../packages/cli/dist/main.js", import.meta.url));
+
+describe("README quick start", () => {
+  let dataDir: string;
+  let server: ServerProcess;
+  let env: NodeJS.ProcessEnv;
+  const sandbar = async (...args: string[]): Promise<{ stdout: string; stderr: string }> =>
+    pexec(process.execPath, [MAIN, "--data-dir", dataDir, ...args], { env, maxBuffer: 16 * 1024 * 1024 });
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "sandbar-quickstart-"));
+    const port = await freePort();
+    // No SANDBAR_API_KEY: the first start generates one and keeps it in the data dir.
+    const { SANDBAR_API_KEY: _drop, ...rest } = process.env;
+    env = { ...rest, SANDBAR_PORT: String(port) };
+    server = await startServerProcess(dataDir, "", port, {});
+  });
+  afterAll(async () => {
+    await sandbar("sandbox", "rm", "hello").catch(() => undefined);
+    await sandbar("snapshot", "rm", "python").catch(() => undefined);
+    await server?.kill("SIGTERM");
+    expect(await hostResources(dataDir)).toEqual({ containers: [], netns: [], mounts: [], loops: [], sandboxDirs: [] });
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("prints a generated API key on first start and keeps it in the data dir", async () => {
+    const key = (await readFile(join(dataDir, "bootstrap-api-key"), "utf8")).trim();
+    expect(key).toMatch(/^sb_/);
+    expect(server.output()).toContain(key);
+    const res = await fetch(`${server.url}/v2/sandboxes/boxes`, { headers: { "x-api-key": key } });
+    expect(res.status).toBe(200);
+  });
+
+  it("builds a python image from Debian packages, snapshots it, and runs python in a sandbox", async () => {
+    const built = await sandbar("image", "build-debian", "python", "--packages", "python3");
+    expect(built.stdout.trim()).toBe("sandbar.local/python:latest");
+    const snap = JSON.parse((await sandbar("snapshot", "create", "python", "--image", "sandbar.local/python:latest")).stdout) as { status: string };
+    expect(snap.status).toBe("ready");
+    const sb = JSON.parse((await sandbar("sandbox", "create", "--snapshot", "python", "--name", "hello")).stdout) as { status: string };
+    expect(sb.status).toBe("ready");
+    const out = await sandbar("sandbox", "exec", "hello", "--", "python3 -c 'print(2 + 2)'");
+    expect(out.stdout).toBe("4\n");
+    const local = join(dataDir, "..", `${join(dataDir).split("/").pop() ?? "x"}-hello.txt`);
+    await writeFile(local, "from the host\n");
+    await sandbar("sandbox", "cp", local, "hello:/root/hello.txt");
+    await sandbar("sandbox", "cp", "hello:/root/hello.txt", `${local}.back`);
+    expect(await readFile(`${local}.back`, "utf8")).toBe("from the host\n");
+    await rm(local, { force: true });
+    await rm(`${local}.back`, { force: true });
+    const ls = await sandbar("sandbox", "ls");
+    expect(ls.stdout).toContain("hello");
+  });
+
+  it("exits non-zero with the command's exit code and a clear error for a missing sandbox", async () => {
+    await expect(sandbar("sandbox", "exec", "hello", "--", "exit", "3")).rejects.toMatchObject({ code: 3 });
+    await expect(sandbar("sandbox", "get", "nope")).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining("SANDBOX_NOT_FOUND") as unknown });
+  });
+});
