@@ -39,7 +39,8 @@ PKGS=(runc skopeo umoci docker-registry iproute2 nftables e2fsprogs mmdebstrap g
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 runsc_ok=0
-if command -v runsc >/dev/null 2>&1 && runsc --version 2>/dev/null | grep -q '2024'; then runsc_ok=1; fi
+runsc_version=$(runsc --version 2>/dev/null || true)
+case "$runsc_version" in *2024*) runsc_ok=1 ;; esac
 if [ "${#missing[@]}" -gt 0 ] || [ "$runsc_ok" -eq 0 ]; then
   log "installing Debian packages: ${missing[*]:-} runsc"
   export DEBIAN_FRONTEND=noninteractive
@@ -49,7 +50,9 @@ if [ "${#missing[@]}" -gt 0 ] || [ "$runsc_ok" -eq 0 ]; then
 fi
 
 log "installing npm packages"
-if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+# `npm install` follows package-lock.json; `npm ci` is not used because the npm here rejects
+# lock files that omit other platforms' optional packages (rollup, esbuild).
+npm install --no-audit --no-fund
 # better-sqlite3 builds from source when no prebuilt binary can be fetched.
 node -e 'require("better-sqlite3")' 2>/dev/null || npm rebuild better-sqlite3
 
