@@ -7,7 +7,8 @@ echo; echo "==> agent tests (go test)"
 (cd agent && go test ./... 2>&1)
 echo; echo "==> test images (built once, cached in ${SANDBAR_TEST_CACHE:-/var/cache/sandbar-test})"
 npx tsx test/support/build-images-cli.ts
-echo; echo "==> typecheck"
+echo; echo "==> typecheck and lint"
 npx tsc -p test/tsconfig.json --noEmit
+npx eslint .
 echo; echo "==> unit and e2e tests"
 npx vitest run

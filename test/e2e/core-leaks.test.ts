@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWorld, type World } from "../support/fixture.js";
-import { hostResources } from "../support/host-resources.js";
+import { hostResources, hostVeths, stillPresent } from "../support/host-resources.js";
 
 describe("host resources after many sandboxes", () => {
   let w: World;
@@ -14,6 +14,7 @@ describe("host resources after many sandboxes", () => {
 
   it("leaves no container, netns, mount, loop device or directory after 20 create/delete cycles", async () => {
     const ids: string[] = [];
+    const veths: { ifindex: number; name: string }[] = [];
     for (let batch = 0; batch < 5; batch++) {
       const created = await Promise.all(Array.from({ length: 4 }, () => w.createSandbox({ snapshot_name: "busybox" })));
       for (const sb of created) {
@@ -23,9 +24,14 @@ describe("host resources after many sandboxes", () => {
       const during = await hostResources(w.t.dataDir);
       expect(during.containers.length).toBe(4);
       expect(during.netns.length).toBe(4);
+      const v = await hostVeths(w.t.dataDir);
+      expect(v.length).toBe(4);
+      veths.push(...v);
       await Promise.all(created.map(async (sb) => expect((await w.t.call("DELETE", `/boxes/${sb.id}`)).status).toBe(204)));
     }
     expect(new Set(ids).size).toBe(20);
+    expect(veths.length).toBe(20);
+    expect(stillPresent(veths)).toEqual([]);
     expect(await hostResources(w.t.dataDir)).toEqual({ containers: [], netns: [], mounts: [], loops: [], sandboxDirs: [] });
   });
 });

@@ -66,6 +66,23 @@ describe("README quick start", () => {
     expect(ls.stdout).toContain("hello");
   });
 
+  it("manages API keys per workspace with `sandbar key`", async () => {
+    const created = await sandbar("key", "create", "--workspace", "team-b", "--name", "ci");
+    const key = created.stdout.trim();
+    expect(key).toMatch(/^sb_/);
+    const list = await sandbar("key", "ls");
+    expect(list.stdout).toContain("team-b");
+    expect(list.stdout).not.toContain(key); // only prefixes are shown
+    const asB = (path: string): Promise<Response> => fetch(`${server.url}/v2/sandboxes${path}`, { headers: { "x-api-key": key } });
+    // Workspace team-b sees none of the default workspace's sandboxes, and not even by name.
+    expect(((await (await asB("/boxes")).json()) as { sandboxes: unknown[] }).sandboxes).toEqual([]);
+    expect((await asB("/boxes/hello")).status).toBe(404);
+    const id = /^(\S+)\s+\S+\s+team-b/m.exec(list.stdout)?.[1] ?? "";
+    expect(id).not.toBe("");
+    await sandbar("key", "revoke", id);
+    expect((await asB("/boxes")).status).toBe(401);
+  });
+
   it("exits non-zero with the command's exit code and a clear error for a missing sandbox", async () => {
     await expect(sandbar("sandbox", "exec", "hello", "--", "exit", "3")).rejects.toMatchObject({ code: 3 });
     await expect(sandbar("sandbox", "get", "nope")).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining("SANDBOX_NOT_FOUND") as unknown });

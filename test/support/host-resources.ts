@@ -6,6 +6,28 @@ import { readFile, readdir } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 
+/** Host-side veths (ifindex and name) of this server's namespaces, to check later that they are gone. */
+export async function hostVeths(dataDir: string): Promise<{ ifindex: number; name: string }[]> {
+  const prefix = instancePrefix(dataDir);
+  const out: { ifindex: number; name: string }[] = [];
+  for (const ns of (await readdir("/run/netns").catch(() => [] as string[])).filter((n) => n.startsWith(prefix))) {
+    for (const line of lines("ip", ["-n", ns, "-o", "link", "show", "eth0"])) {
+      const peer = /eth0@if(\d+)/.exec(line)?.[1];
+      if (!peer) continue;
+      const host = lines("ip", ["-o", "link", "show"]).find((l) => l.startsWith(`${peer}: `));
+      const name = host ? /^\d+: ([^@:]+)/.exec(host)?.[1] : undefined;
+      if (name) out.push({ ifindex: Number(peer), name });
+    }
+  }
+  return out;
+}
+
+/** Which of these host interfaces (by ifindex, never reused soon) still exist. */
+export function stillPresent(veths: { ifindex: number; name: string }[]): string[] {
+  const present = new Set(lines("ip", ["-o", "link", "show"]).map((l) => Number(l.split(":")[0])));
+  return veths.filter((v) => present.has(v.ifindex)).map((v) => v.name);
+}
+
 export interface HostResources {
   containers: string[];
   netns: string[];

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import type { z } from "zod";
 import { ERROR_TABLE, type ErrorCode } from "./error-codes.js";
 
 /** One entry of a validation error list (the shape the LangSmith clients parse). */

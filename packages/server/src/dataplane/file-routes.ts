@@ -19,7 +19,7 @@ export function fileRoutes(app: FastifyInstance, sandboxes: SandboxService, maxU
     const { id } = parse(dataplaneParams, req.params, "params");
     const { path } = parse(filePathQuery, req.query, "query");
     const { agent } = await sandboxes.agentFor(req.workspaceId, id);
-    const body = await uploadStream(req, maxUploadBytes);
+    const { stream: body, drain } = await uploadStream(req, maxUploadBytes);
     const tooLarge = (): SandbarError => new SandbarError("PAYLOAD_TOO_LARGE", `upload exceeds ${maxUploadBytes} bytes`);
     let res: IncomingMessage;
     let text: string;
@@ -27,9 +27,13 @@ export function fileRoutes(app: FastifyInstance, sandboxes: SandboxService, maxU
       res = await agent.request({ method: "PUT", path: `/files?path=${encodeURIComponent(path)}`, body, headers: { "content-type": "application/octet-stream" } });
       text = await readAll(res);
     } catch (e) {
+      drain();
       if (body.limitHit) throw tooLarge();
       throw e;
     }
+    // The agent may answer (say, 507 disk full) before reading everything: discard the rest
+    // of the client's body so it can finish sending and read our answer.
+    drain();
     if (body.limitHit) throw tooLarge();
     if ((res.statusCode ?? 500) >= 400) throw asWriteError(agentError(res.statusCode ?? 500, text));
     return reply.status(200).send({ path, ...(JSON.parse(text) as { size?: number }) });
@@ -83,7 +87,7 @@ function asWriteError(e: SandbarError): SandbarError {
  * The upload's bytes as a stream: the `file` field of a multipart form (what the
  * LangSmith clients send) or a raw octet-stream body.
  */
-async function uploadStream(req: FastifyRequest, max: number): Promise<Readable & { limitHit?: boolean }> {
+async function uploadStream(req: FastifyRequest, max: number): Promise<{ stream: Readable & { limitHit?: boolean }; drain: () => void }> {
   if (req.isMultipart()) {
     const part = await req.file({ limits: { fileSize: max, files: 1 } });
     if (!part) throw new SandbarError("VALIDATION_ERROR", "multipart body has no file field", [{ loc: ["body", "file"], msg: "file field is required", type: "value_error" }]);
@@ -94,7 +98,7 @@ async function uploadStream(req: FastifyRequest, max: number): Promise<Readable 
       out.destroy(new Error("upload too large"));
     });
     part.file.pipe(out);
-    return out;
+    return { stream: out, drain: () => discard(part.file, out) };
   }
   const raw = req.body as Readable | undefined;
   if (!raw || typeof (raw as Readable).pipe !== "function") {
@@ -104,12 +108,18 @@ async function uploadStream(req: FastifyRequest, max: number): Promise<Readable 
   let seen = 0;
   raw.on("data", (c: Buffer) => {
     seen += c.length;
-    if (seen > max) {
+    if (seen > max && !out.limitHit) {
       out.limitHit = true;
-      raw.destroy();
       out.destroy(new Error("upload too large"));
     }
   });
   raw.pipe(out);
-  return out;
+  return { stream: out, drain: () => discard(raw, out) };
+}
+
+/** Stop forwarding `source` and throw away whatever of it is still to come. */
+function discard(source: Readable, out: PassThrough): void {
+  source.unpipe(out);
+  if (!out.destroyed) out.destroy();
+  source.resume();
 }

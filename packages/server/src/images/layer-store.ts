@@ -150,8 +150,11 @@ async function extractVerified(blobPath: string, dir: string): Promise<string> {
     tarStream = source.pipe(createGunzip());
   } else if (head.readUInt32LE(0) === 0xfd2fb528) {
     decompressor = spawn("zstd", ["-dc"], { stdio: ["pipe", "pipe", "ignore"] });
+    const out = decompressor.stdout as Readable;
+    decompressor.on("error", (e) => out.destroy(new Error(`zstd: ${e.message}`)));
+    decompressor.stdin?.on("error", () => undefined);
     source.pipe(decompressor.stdin as NodeJS.WritableStream);
-    tarStream = decompressor.stdout as Readable;
+    tarStream = out;
   } else {
     tarStream = source;
   }

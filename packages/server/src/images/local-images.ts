@@ -5,7 +5,8 @@ import { mkdtemp } from "node:fs/promises";
 import { run } from "../util/proc.js";
 import { LOCAL_REGISTRY } from "./image-puller.js";
 
-const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+/** The repository-component grammar of image references, so every name is usable in one. */
+const NAME = /^(?=.{1,64}$)[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -80,7 +80,8 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   async list(): Promise<string[]> {
-    const r = await run(this.argv("list", "--quiet"), { check: false });
+    // A runtime that is not installed has no containers.
+    const r = await run(this.argv("list", "--quiet"), { check: false }).catch(() => ({ code: 127, stdout: "", stderr: "" }));
     if (r.code !== 0) return [];
     return r.stdout.split("\n").map((s) => s.trim()).filter(Boolean);
   }
