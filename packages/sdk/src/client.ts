@@ -58,8 +58,18 @@ export class SandboxClient {
    * const snap = await client.createSnapshot("python", "python:3.12-slim", 1024 ** 3, { timeout: 600 });
    * ```
    */
-  async createSnapshot(name: string, dockerImage: string, fsCapacityBytes?: number, opts: { timeout?: number; onProgress?: (message: string) => void } = {}): Promise<Snapshot> {
-    const snap = await callJson<SnapshotView>(this.http, this.url("/snapshots"), "POST", { name, docker_image: dockerImage, fs_capacity_bytes: fsCapacityBytes });
+  async createSnapshot(
+    name: string,
+    dockerImage: string,
+    fsCapacityBytes?: number,
+    opts: { registryId?: string; timeout?: number; onProgress?: (message: string) => void } = {},
+  ): Promise<Snapshot> {
+    const snap = await callJson<SnapshotView>(this.http, this.url("/snapshots"), "POST", {
+      name,
+      docker_image: dockerImage,
+      fs_capacity_bytes: fsCapacityBytes,
+      registry_id: opts.registryId,
+    });
     return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60, onProgress: opts.onProgress });
   }
 
@@ -159,6 +169,42 @@ export class SandboxClient {
     if (opts.offset !== undefined) q.set("offset", String(opts.offset));
     const r = await callJson<{ sandboxes: SandboxInfo[] }>(this.http, this.url(`/boxes${q.size ? `?${q}` : ""}`), "GET");
     return r.sandboxes.map((s) => new Sandbox(s, this, this.http));
+  }
+
+  /**
+   * Rename a sandbox or change its retention timers.
+   *
+   * @example
+   * ```ts
+   * await client.updateSandbox("box-1", { idleTtlSeconds: 1800, deleteAfterStopSeconds: 2592000 });
+   * await client.updateSandbox("box-1", "box-2"); // rename
+   * ```
+   */
+  async updateSandbox(nameOrId: string, update: string | { newName?: string; idleTtlSeconds?: number; deleteAfterStopSeconds?: number }): Promise<Sandbox> {
+    const u = typeof update === "string" ? { newName: update } : update;
+    const body = { name: u.newName, idle_ttl_seconds: u.idleTtlSeconds, delete_after_stop_seconds: u.deleteAfterStopSeconds };
+    return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), "PATCH", body, { idempotent: true }), this, this.http);
+  }
+
+  /**
+   * Poll until a sandbox is ready; throws ResourceCreationError if it failed, ResourceTimeoutError on timeout.
+   *
+   * @example
+   * ```ts
+   * const sb = await client.createSandbox({ snapshotId, waitForReady: false });
+   * await client.waitForSandbox(sb.name, { timeout: 60 });
+   * ```
+   */
+  async waitForSandbox(nameOrId: string, opts: { timeout?: number; pollInterval?: number } = {}): Promise<Sandbox> {
+    const timeout = opts.timeout ?? 120;
+    const deadline = Date.now() + timeout * 1000;
+    for (;;) {
+      const { status, status_message } = await this.getSandboxStatus(nameOrId);
+      if (status === "ready") return this.getSandbox(nameOrId);
+      if (status === "failed") throw new ResourceCreationError(status_message ?? `sandbox ${nameOrId} failed`, undefined, undefined);
+      if (Date.now() >= deadline) throw new ResourceTimeoutError(`sandbox ${nameOrId} not ready within ${timeout}s (last status ${status})`, undefined, undefined);
+      await sleep(Math.min((opts.pollInterval ?? 0.25) * 1000, Math.max(0, deadline - Date.now())));
+    }
   }
 
   /** Delete a sandbox by name or id. @example `await client.deleteSandbox("box-1")` */
