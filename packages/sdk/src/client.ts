@@ -3,6 +3,7 @@ import { call, callJson, type HttpSettings } from "./http.js";
 import { ResourceCreationError, ResourceTimeoutError } from "./errors.js";
 import { Sandbox } from "./sandbox.js";
 import type { CreateSandboxOptions, SandboxInfo, Snapshot } from "./types.js";
+import type { WebSocketConstructor } from "./ws-stream.js";
 
 /** Options of {@link SandboxClient}. */
 export interface SandboxClientOptions {
@@ -13,6 +14,11 @@ export interface SandboxClientOptions {
   /** Retries for connection failures and 429/502/503/504 (default 3). */
   maxRetries?: number;
   fetch?: typeof fetch;
+  /**
+   * WebSocket implementation used for streaming commands (default: the `ws` package when
+   * installed, else `globalThis.WebSocket`). It must accept `(url, { headers })`.
+   */
+  webSocket?: WebSocketConstructor;
 }
 
 function env(name: string): string | undefined {
@@ -43,7 +49,7 @@ export class SandboxClient {
   constructor(opts: SandboxClientOptions = {}) {
     const endpoint = (opts.endpoint ?? env("SANDBAR_ENDPOINT") ?? "http://127.0.0.1:8080").replace(/\/$/, "");
     const base = /\/v2\/sandboxes$/.test(endpoint) ? endpoint : `${endpoint}/v2/sandboxes`;
-    this.http = { baseUrl: base, apiKey: opts.apiKey ?? env("SANDBAR_API_KEY"), maxRetries: opts.maxRetries ?? 3, fetch: opts.fetch ?? globalThis.fetch.bind(globalThis) };
+    this.http = { baseUrl: base, apiKey: opts.apiKey ?? env("SANDBAR_API_KEY"), maxRetries: opts.maxRetries ?? 3, fetch: opts.fetch ?? globalThis.fetch.bind(globalThis), webSocket: opts.webSocket };
   }
 
   private url(path: string): string {

@@ -47,6 +47,10 @@ export class SandboxNotReadyError extends SandboxClientError {}
 export class SandboxConnectionError extends SandboxClientError {}
 /** A command ran past its timeout and was killed. @example `catch (e) { if (e instanceof CommandTimeoutError) console.log("too slow"); }` */
 export class CommandTimeoutError extends SandboxClientError {}
+/** No command with that id in the sandbox (reconnect to an unknown id). @example `catch (e) { if (e instanceof CommandNotFoundError) startAgain(); }` */
+export class CommandNotFoundError extends SandboxClientError {}
+/** The command finished and its session expired (ttlSeconds passed). @example `catch (e) { if (e instanceof SessionExpiredError) useSavedOutput(); }` */
+export class SessionExpiredError extends SandboxClientError {}
 /** A workspace quota is used up. @example `catch (e) { if (e instanceof QuotaExceededError) cleanup(); }` */
 export class QuotaExceededError extends SandboxClientError {}
 /** A file operation inside the sandbox failed. @example `catch (e) { if (e instanceof SandboxOperationError) console.log(e.code); }` */
@@ -76,6 +80,8 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   UNSCHEDULABLE: ResourceCreationError,
   SANDBOX_CONNECTION_ERROR: SandboxConnectionError,
   COMMAND_TIMEOUT: CommandTimeoutError,
+  COMMAND_NOT_FOUND: CommandNotFoundError,
+  SESSION_EXPIRED: SessionExpiredError,
   COMMAND_ERROR: SandboxOperationError,
   WRITE_ERROR: SandboxOperationError,
   READ_ERROR: SandboxOperationError,
@@ -92,7 +98,24 @@ const RESOURCE_TYPES: Partial<Record<ErrorCode, string>> = {
   FILE_NOT_FOUND: "file",
   API_KEY_NOT_FOUND: "api_key",
   ROUTE_NOT_FOUND: "route",
+  COMMAND_NOT_FOUND: "command",
 };
+
+/** Wire `error_type`s of WebSocket error frames, to codes. */
+const WIRE_TYPES: Record<string, ErrorCode> = {
+  CommandTimeout: "COMMAND_TIMEOUT",
+  CommandNotFound: "COMMAND_NOT_FOUND",
+  SessionExpired: "SESSION_EXPIRED",
+  CommandError: "COMMAND_ERROR",
+};
+
+/** Turn a WebSocket `{type: "error"}` frame into the matching class. */
+export function errorFromFrame(frame: Record<string, unknown>): SandboxClientError {
+  const code = isErrorCode(frame.code) ? frame.code : (WIRE_TYPES[String(frame.error_type)] ?? "COMMAND_ERROR");
+  const err = new ERROR_CLASSES[code](typeof frame.error === "string" ? frame.error : "command failed", code, undefined);
+  if (err instanceof ResourceNotFoundError) err.resourceType = RESOURCE_TYPES[code] ?? "resource";
+  return err;
+}
 
 /** Turn an error response into the matching class (the SDK's one adapter). */
 export async function errorFromResponse(res: Response): Promise<SandboxClientError> {

@@ -1,4 +1,5 @@
 import { SandboxConnectionError } from "./errors.js";
+import type { WebSocketConstructor } from "./ws-stream.js";
 import { errorFromResponse } from "./errors.js";
 
 /** Connection settings shared by the client and its sandboxes. */
@@ -8,6 +9,8 @@ export interface HttpSettings {
   apiKey: string | undefined;
   maxRetries: number;
   fetch: typeof fetch;
+  /** WebSocket implementation for streaming; resolved lazily when absent. */
+  webSocket: WebSocketConstructor | undefined;
 }
 
 const RETRY_STATUS = new Set([429, 502, 503, 504]);

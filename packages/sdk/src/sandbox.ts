@@ -1,6 +1,9 @@
 import type { ExecuteResponse } from "@sandbar/shared";
 import { call, callJson, type HttpSettings } from "./http.js";
 import type { ExecutionResult, RunOptions, SandboxInfo } from "./types.js";
+import { CommandHandle, type Reattach } from "./command-handle.js";
+import { defaultWebSocket, MessageStream, type WebSocketConstructor } from "./ws-stream.js";
+import { SandboxConnectionError } from "./errors.js";
 import type { SandboxClient } from "./client.js";
 
 /**
@@ -41,21 +44,103 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /**
-   * Run a command and wait for it.
+   * Run a command. By default waits and returns its result (over HTTP, or streamed over
+   * WebSocket when `onStdout`/`onStderr` are given); with `wait: false` returns a
+   * {@link CommandHandle} at once.
    *
    * @example
    * ```ts
    * const r = await sb.run("echo $X", { env: { X: "1" }, cwd: "/tmp", timeout: 30 });
-   * if (!r.success) console.error(r.stderr);
+   * await sb.run("make build", { timeout: 600, onStdout: (d) => process.stdout.write(d) });
+   * const handle = await sb.run("python3 -i", { wait: false });
+   * handle.sendInput("print(2 + 2)\n");
    * ```
    */
-  async run(command: string, opts: RunOptions = {}): Promise<ExecutionResult> {
+  run(command: string, opts: RunOptions & { wait: false }): Promise<CommandHandle>;
+  run(command: string, opts?: RunOptions & { wait?: true }): Promise<ExecutionResult>;
+  run(command: string, opts?: RunOptions): Promise<ExecutionResult | CommandHandle>;
+  async run(command: string, opts: RunOptions = {}): Promise<ExecutionResult | CommandHandle> {
+    const wait = opts.wait ?? true;
+    const streaming = !wait || opts.onStdout !== undefined || opts.onStderr !== undefined;
+    if (streaming) {
+      const ctor = this.http.webSocket ?? (await defaultWebSocket());
+      if (ctor) {
+        const handle = await this.startStream(ctor, command, opts, wait);
+        return wait ? handle.result : handle;
+      }
+      if (!wait) throw new SandboxConnectionError("wait: false needs a WebSocket implementation (install the 'ws' package or pass webSocket)", undefined, undefined);
+    }
+    const r = await this.runHttp(command, opts);
+    if (opts.onStdout && r.stdout) opts.onStdout(r.stdout);
+    if (opts.onStderr && r.stderr) opts.onStderr(r.stderr);
+    return r;
+  }
+
+  private async runHttp(command: string, opts: RunOptions): Promise<ExecutionResult> {
     const timeout = opts.timeout ?? 60;
     const body = { command, timeout, shell: opts.shell ?? "/bin/bash", env: opts.env, cwd: opts.cwd };
     const r = await callJson<ExecuteResponse>(this.http, `${this.dataplaneUrl}/execute`, "POST", body, {
       signal: timeout > 0 ? AbortSignal.timeout((timeout + 30) * 1000) : undefined,
     });
     return { stdout: r.stdout, stderr: r.stderr, exit_code: r.exit_code, success: r.exit_code === 0 };
+  }
+
+  private reattach(ctor: WebSocketConstructor): Reattach {
+    return { ctor, url: `${this.dataplaneUrl.replace(/^http/, "ws")}/execute/ws`, headers: this.http.apiKey ? { "X-Api-Key": this.http.apiKey } : {} };
+  }
+
+  private async startStream(ctor: WebSocketConstructor, command: string, opts: RunOptions, wait: boolean): Promise<CommandHandle> {
+    const commandId = opts.commandId ?? crypto.randomUUID();
+    const pty = opts.pty ?? false;
+    const first = {
+      type: "execute",
+      command_id: commandId,
+      command,
+      timeout_seconds: opts.timeout ?? 60,
+      shell: opts.shell ?? "/bin/bash",
+      env: opts.env,
+      cwd: opts.cwd,
+      idle_timeout_seconds: opts.idleTimeout ?? 300,
+      kill_on_disconnect: opts.killOnDisconnect ?? false,
+      ttl_seconds: opts.ttlSeconds ?? 600,
+      pty,
+      cols: opts.cols,
+      rows: opts.rows,
+      close_stdin: !pty && (opts.closeInput ?? wait),
+    };
+    const target = this.reattach(ctor);
+    let stream: MessageStream;
+    try {
+      stream = await MessageStream.open(ctor, target.url, target.headers, first);
+    } catch (e) {
+      throw new SandboxConnectionError(`cannot open the command stream: ${(e as Error).message}`, undefined, undefined);
+    }
+    return new CommandHandle(stream, target, commandId, { onStdout: opts.onStdout, onStderr: opts.onStderr });
+  }
+
+  /**
+   * Attach to a command by id, from any client or process, resuming at the given offsets
+   * (0 replays what the sandbox still holds).
+   *
+   * @example
+   * ```ts
+   * const again = await sb.reconnect(commandId, { stdoutOffset: 1024 });
+   * for await (const chunk of again) process.stdout.write(chunk.data);
+   * ```
+   */
+  async reconnect(commandId: string, opts: { stdoutOffset?: number; stderrOffset?: number } = {}): Promise<CommandHandle> {
+    const ctor = this.http.webSocket ?? (await defaultWebSocket());
+    if (!ctor) throw new SandboxConnectionError("reconnect needs a WebSocket implementation (install the 'ws' package or pass webSocket)", undefined, undefined);
+    const target = this.reattach(ctor);
+    const stream = await MessageStream.open(ctor, target.url, target.headers, {
+      type: "reconnect",
+      command_id: commandId,
+      stdout_offset: opts.stdoutOffset ?? 0,
+      stderr_offset: opts.stderrOffset ?? 0,
+    }).catch((e: unknown) => {
+      throw new SandboxConnectionError(`cannot open the command stream: ${(e as Error).message}`, undefined, undefined);
+    });
+    return new CommandHandle(stream, target, commandId, { stdoutOffset: opts.stdoutOffset, stderrOffset: opts.stderrOffset });
   }
 
   /**

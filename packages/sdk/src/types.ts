@@ -33,6 +33,27 @@ export interface CreateSandboxOptions {
 
 /** Options of {@link Sandbox.run}. */
 export interface RunOptions {
+  /** false: return a CommandHandle at once instead of waiting (default true). */
+  wait?: boolean;
+  /** Called with each piece of stdout as it arrives (streams over WebSocket). */
+  onStdout?: (data: string) => void;
+  /** Called with each piece of stderr as it arrives. */
+  onStderr?: (data: string) => void;
+  /** Your id for the command (default: a random UUID); reusing one reattaches to it. */
+  commandId?: string;
+  /** Kill the command after this many seconds without any attached client (default 300, -1 never). */
+  idleTimeout?: number;
+  /** Kill the command as soon as the last client disconnects (default false). */
+  killOnDisconnect?: boolean;
+  /** Keep a finished command's output for reconnects this long (default 600, -1 forever). */
+  ttlSeconds?: number;
+  /** Run under a terminal (stderr merged into stdout). */
+  pty?: boolean;
+  /** Terminal size under pty (default 80x24). */
+  cols?: number;
+  rows?: number;
+  /** Close stdin at start (default: true when waiting, false with wait: false; never under pty). */
+  closeInput?: boolean;
   /** Seconds before the command is killed (default 60, 0 = none). */
   timeout?: number;
   env?: Record<string, string>;

@@ -12,8 +12,8 @@ const AGENT_ERRORS: Record<string, ErrorCode> = {
   PermissionDenied: "PERMISSION_DENIED",
   IsADirectory: "IS_A_DIRECTORY",
   NotADirectory: "FILE_NOT_FOUND",
-  CommandNotFound: "COMMAND_ERROR",
-  SessionExpired: "COMMAND_ERROR",
+  CommandNotFound: "COMMAND_NOT_FOUND",
+  SessionExpired: "SESSION_EXPIRED",
 };
 
 /** Result of the agent's blocking exec. */

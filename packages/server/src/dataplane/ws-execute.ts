@@ -3,6 +3,7 @@ import type { WebSocket } from "ws";
 import type { IncomingMessage } from "node:http";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import { ERROR_TABLE, type ErrorCode } from "@sandbar/shared";
 import type { SandboxService } from "../sandboxes/sandbox-service.js";
 import type { AgentClient } from "../agent/agent-client.js";
 import { agentError, readAll } from "../agent/agent-client.js";
@@ -65,8 +66,16 @@ export function wsExecuteRoutes(app: FastifyInstance, sandboxes: SandboxService,
   });
 }
 
+/** Wire error types of error frames, with the stable code sandbar clients switch on. */
+const FRAME_CODES: Record<string, ErrorCode> = {
+  CommandTimeout: "COMMAND_TIMEOUT",
+  CommandNotFound: "COMMAND_NOT_FOUND",
+  SessionExpired: "SESSION_EXPIRED",
+  CommandError: "COMMAND_ERROR",
+};
+
 function sendError(socket: WebSocket, errorType: string, error: string): void {
-  if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: "error", error_type: errorType, error }));
+  if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: "error", error_type: errorType, error, code: FRAME_CODES[errorType] ?? "COMMAND_ERROR" }));
 }
 
 /** One client socket attached to (at most) one agent session. */
@@ -165,8 +174,8 @@ class Bridge {
     });
     if ((res.statusCode ?? 500) !== 200) {
       const text = await readAll(res);
-      if (res.statusCode === 404) throw new SandbarError("COMMAND_ERROR", `Command not found: ${this.commandId ?? ""}`, undefined, { wire: "CommandNotFound" });
-      if (res.statusCode === 410) throw new SandbarError("COMMAND_ERROR", `Session expired: ${this.commandId ?? ""}`, undefined, { wire: "SessionExpired" });
+      if (res.statusCode === 404) throw new SandbarError("COMMAND_NOT_FOUND", `Command not found: ${this.commandId ?? ""}`);
+      if (res.statusCode === 410) throw new SandbarError("SESSION_EXPIRED", `Session expired: ${this.commandId ?? ""}`);
       throw agentError(res.statusCode ?? 500, text);
     }
     this.stream = res;
@@ -198,9 +207,11 @@ class Bridge {
       case "exit":
         out = { type: "exit", exit_code: f.exitCode, reason: f.info.reason };
         break;
-      case "error":
-        out = { type: "error", error_type: f.info.error ?? "CommandError", error: f.info.message ?? "command failed" };
+      case "error": {
+        const errorType = f.info.error ?? "CommandError";
+        out = { type: "error", error_type: errorType, error: f.info.message ?? "command failed", code: FRAME_CODES[errorType] ?? "COMMAND_ERROR" };
         break;
+      }
     }
     this.send(JSON.stringify(out));
   }
@@ -234,8 +245,8 @@ class Bridge {
 }
 
 function wireType(e: SandbarError): string {
-  const wire = e.extra?.wire;
-  return typeof wire === "string" ? wire : "CommandError";
+  const wire = ERROR_TABLE[e.code].wireType;
+  return wire in FRAME_CODES ? wire : "CommandError";
 }
 
 /** Kill or close-stdin after the command ended: nothing left to do. */
