@@ -66,6 +66,37 @@ describe("README quick start", () => {
     expect(ls.stdout).toContain("hello");
   });
 
+  it("streams `sandbox exec` output as it comes and opens an interactive `sandbox shell`", async () => {
+    const { spawn } = await import("node:child_process");
+    const t0 = Date.now();
+    const arrivals: number[] = [];
+    const child = spawn(process.execPath, [MAIN, "--data-dir", dataDir, "sandbox", "exec", "hello", "--", "for i in 1 2 3; do echo $i; sleep 0.4; done"], { env });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+      arrivals.push(Date.now() - t0);
+    });
+    const code = await new Promise<number>((r) => child.on("close", (c) => r(c ?? -1)));
+    expect(code).toBe(0);
+    expect(out).toBe("1\n2\n3\n");
+    expect((arrivals[arrivals.length - 1] ?? 0) - (arrivals[0] ?? 0)).toBeGreaterThan(600);
+    // `script` gives the CLI a real terminal; keystrokes come from its stdin.
+    const sh = spawn("script", ["-qfec", `${process.execPath} ${MAIN} --data-dir ${dataDir} sandbox shell hello`, "/dev/null"], { env });
+    let screen = "";
+    sh.stdout.on("data", (b: Buffer) => (screen += b.toString()));
+    const waitFor = async (re: RegExp): Promise<void> => {
+      for (let i = 0; i < 100 && !re.test(screen); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(screen).toMatch(re);
+    };
+    await waitFor(/[#$] $/m);
+    sh.stdin.write("tty; echo $((6 * 7))\r");
+    await waitFor(/\/dev\/pts\/\d+/);
+    await waitFor(/^42\r?$/m);
+    sh.stdin.write("exit 5\r");
+    const shellCode = await new Promise<number>((r) => sh.on("close", (c) => r(c ?? -1)));
+    expect(shellCode).toBe(5);
+  });
+
   it("manages API keys per workspace with `sandbar key`", async () => {
     const created = await sandbar("key", "create", "--workspace", "team-b", "--name", "ci");
     const key = created.stdout.trim();

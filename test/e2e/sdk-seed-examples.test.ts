@@ -310,7 +310,12 @@ describe("@sandbar/sdk runs the LangSmith SDK docs' TypeScript examples", () => 
         1 * 1024 ** 3, // 1 GiB
       );
       expect(snapshot.status).toBe("ready");
-      expect(snapshot).toMatchObject({ name: "py-seed", docker_image: `${w.registry.host}/python:latest`, fs_capacity_bytes: 1024 ** 3, source_sandbox_id: null });
+      expect(snapshot).toMatchObject({
+        name: "py-seed",
+        docker_image: `${w.registry.host}/python:latest`,
+        fs_capacity_bytes: 1024 ** 3,
+        source_sandbox_id: null,
+      });
 
       // Fetch a single snapshot by ID (or by name)
       expect((await client.getSnapshot(snapshot.id)).name).toBe("py-seed");

@@ -15,10 +15,11 @@ const USAGE = `usage: sandbar <command>
   image ls | image rm NAME          (local images: docker_image sandbar.local/NAME:TAG)
   snapshot create NAME --image IMAGE [--fs-capacity BYTES] | ls | get ID | rm ID
   sandbox create --snapshot S [--name N] | ls | get N | rm N | stop N | start N
-  sandbox exec NAME -- COMMAND... | sandbox cp SRC DST   (one side SANDBOX:/path)
+  sandbox exec NAME -- COMMAND... (streams) | sandbox shell NAME (interactive pty)
+  sandbox cp SRC DST   (one side SANDBOX:/path)
 common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
 
-const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag"];
+const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell"];
 const OPTIONS = Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }]));
 
 async function main(argv: string[]): Promise<number> {

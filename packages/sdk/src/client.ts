@@ -90,7 +90,7 @@ export class SandboxClient {
     if (opts.nameContains !== undefined) q.set("name_contains", opts.nameContains);
     if (opts.limit !== undefined) q.set("limit", String(opts.limit));
     if (opts.offset !== undefined) q.set("offset", String(opts.offset));
-    const r = await callJson<{ snapshots: Snapshot[] }>(this.http, this.url(`/snapshots${q.size ? `?${q}` : ""}`), "GET");
+    const r = await callJson<{ snapshots: Snapshot[] }>(this.http, this.url(`/snapshots${q.toString() ? `?${q.toString()}` : ""}`), "GET");
     return r.snapshots;
   }
 
@@ -109,7 +109,11 @@ export class SandboxClient {
       if (s.status === "ready") return s;
       if (s.status === "failed") throw new ResourceCreationError(s.status_message ?? `snapshot ${id} failed`, undefined, undefined);
       if (s.status_message) opts.onProgress?.(s.status_message);
-      if (Date.now() >= deadline) throw new ResourceTimeoutError(`snapshot ${id} not ready within ${opts.timeout ?? 300}s (last status ${last})`, undefined, undefined);
+      if (Date.now() >= deadline) {
+        const err = new ResourceTimeoutError(`snapshot ${id} not ready within ${opts.timeout ?? 300}s (last status ${last})`, undefined, undefined);
+        err.resourceType = "snapshot";
+        throw err;
+      }
       await sleep(Math.min((opts.pollInterval ?? 0.5) * 1000, Math.max(0, deadline - Date.now())));
     }
   }
@@ -173,7 +177,7 @@ export class SandboxClient {
     if (opts.status !== undefined) q.set("status", opts.status);
     if (opts.limit !== undefined) q.set("limit", String(opts.limit));
     if (opts.offset !== undefined) q.set("offset", String(opts.offset));
-    const r = await callJson<{ sandboxes: SandboxInfo[] }>(this.http, this.url(`/boxes${q.size ? `?${q}` : ""}`), "GET");
+    const r = await callJson<{ sandboxes: SandboxInfo[] }>(this.http, this.url(`/boxes${q.toString() ? `?${q.toString()}` : ""}`), "GET");
     return r.sandboxes.map((s) => new Sandbox(s, this, this.http));
   }
 
@@ -189,7 +193,7 @@ export class SandboxClient {
   async updateSandbox(nameOrId: string, update: string | { newName?: string; idleTtlSeconds?: number; deleteAfterStopSeconds?: number }): Promise<Sandbox> {
     const u = typeof update === "string" ? { newName: update } : update;
     const body = { name: u.newName, idle_ttl_seconds: u.idleTtlSeconds, delete_after_stop_seconds: u.deleteAfterStopSeconds };
-    return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), "PATCH", body, { idempotent: true }), this, this.http);
+    return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), "PATCH", body, { idempotent: u.newName === undefined }), this, this.http);
   }
 
   /**

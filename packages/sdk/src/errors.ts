@@ -39,16 +39,23 @@ export class ResourceNotFoundError extends SandboxClientError {
 export class ResourceNameConflictError extends SandboxClientError {}
 /** A sandbox or snapshot could not be created. @example `catch (e) { if (e instanceof ResourceCreationError) console.log(e.message); }` */
 export class ResourceCreationError extends SandboxClientError {}
-/** A wait for a resource ran out of time. @example `catch (e) { if (e instanceof ResourceTimeoutError) retryLater(); }` */
-export class ResourceTimeoutError extends SandboxClientError {}
+/** A wait for a resource ran out of time. @example `catch (e) { if (e instanceof ResourceTimeoutError) console.log(e.resourceType); }` */
+export class ResourceTimeoutError extends SandboxClientError {
+  /** "sandbox" or "snapshot". */
+  resourceType = "sandbox";
+}
 /** The sandbox is not running. @example `catch (e) { if (e instanceof SandboxNotReadyError) await sb.start(); }` */
 export class SandboxNotReadyError extends SandboxClientError {}
 /** The server or the sandbox could not be reached. @example `catch (e) { if (e instanceof SandboxConnectionError) retry(); }` */
 export class SandboxConnectionError extends SandboxClientError {}
-/** A command ran past its timeout and was killed. @example `catch (e) { if (e instanceof CommandTimeoutError) console.log("too slow"); }` */
-export class CommandTimeoutError extends SandboxClientError {}
+/** A command ran past its timeout and was killed. @example `catch (e) { if (e instanceof CommandTimeoutError) console.log(e.stdout); }` */
+export class CommandTimeoutError extends SandboxClientError {
+  /** Output the command wrote before it was killed (blocking runs over HTTP). */
+  stdout: string | undefined;
+  stderr: string | undefined;
+}
 /** No command with that id in the sandbox (reconnect to an unknown id). @example `catch (e) { if (e instanceof CommandNotFoundError) startAgain(); }` */
-export class CommandNotFoundError extends SandboxClientError {}
+export class CommandNotFoundError extends ResourceNotFoundError {}
 /** The command finished and its session expired (ttlSeconds passed). @example `catch (e) { if (e instanceof SessionExpiredError) useSavedOutput(); }` */
 export class SessionExpiredError extends SandboxClientError {}
 /** A workspace quota is used up. @example `catch (e) { if (e instanceof QuotaExceededError) cleanup(); }` */
@@ -131,6 +138,11 @@ export async function errorFromResponse(res: Response): Promise<SandboxClientErr
   const Cls = code ? ERROR_CLASSES[code] : res.status === 401 || res.status === 403 ? AuthenticationError : res.status === 404 ? ResourceNotFoundError : SandboxClientError;
   const err = new Cls(message, code, res.status);
   if (err instanceof ResourceNotFoundError && code) err.resourceType = RESOURCE_TYPES[code] ?? "resource";
+  if (err instanceof CommandTimeoutError) {
+    const extra = body as { stdout?: unknown; stderr?: unknown } | undefined;
+    err.stdout = typeof extra?.stdout === "string" ? extra.stdout : undefined;
+    err.stderr = typeof extra?.stderr === "string" ? extra.stderr : undefined;
+  }
   if (err instanceof ValidationError && Array.isArray(b.detail)) {
     err.fields = (b.detail as { loc?: (string | number)[] }[]).map((d) => d.loc ?? []);
   }

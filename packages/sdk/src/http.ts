@@ -40,13 +40,22 @@ export async function call(s: HttpSettings, url: string, init: RequestInit & { i
     }
     if (res.ok || res.status === 304) return res;
     if (RETRY_STATUS.has(res.status) && (idempotent || res.status === 429 || res.status === 503) && attempt < s.maxRetries) {
-      const after = Number(res.headers.get("retry-after"));
+      const after = retryAfterMs(res.headers.get("retry-after"));
       await res.body?.cancel();
-      await sleep(Number.isFinite(after) && after > 0 ? Math.min(after * 1000, 30_000) : backoff(attempt));
+      await sleep(after !== undefined ? Math.min(after, 30_000) : backoff(attempt));
       continue;
     }
     throw await errorFromResponse(res);
   }
+}
+
+/** Retry-After as seconds or an HTTP date, in milliseconds. */
+function retryAfterMs(value: string | null): number | undefined {
+  if (!value) return undefined;
+  const secs = Number(value);
+  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
 }
 
 function backoff(attempt: number): number {

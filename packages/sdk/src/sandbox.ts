@@ -186,12 +186,12 @@ export class Sandbox implements AsyncDisposable {
 
   /** Stop the sandbox; files are kept. @example `await sb.stop()` */
   async stop(): Promise<void> {
-    this.info = (await this.client.stopSandbox(this.name)).info;
+    this.info = (await this.client.stopSandbox(this.info.id)).info;
   }
 
   /** Start a stopped sandbox and wait until ready. @example `await sb.start()` */
   async start(opts: { timeout?: number } = {}): Promise<void> {
-    this.info = (await this.client.startSandbox(this.name, opts)).info;
+    this.info = (await this.client.startSandbox(this.info.id, opts)).info;
   }
 
   /** Delete the sandbox and its files. @example `await sb.delete()` */

@@ -47,14 +47,15 @@ export class StreamClosed extends Error {
   }
 }
 
-/** Messages the consumer may lag behind by before the socket is paused. */
-const HIGH_WATER = 256;
+/** Bytes of messages the consumer may lag behind by before the socket is paused. */
+const HIGH_WATER = 1 << 20;
 
 export type Message = Record<string, unknown> & { type?: string };
 
 /** An open stream: iterate messages, send control messages, close. */
 export class MessageStream implements AsyncIterable<Message> {
-  private readonly queue: Message[] = [];
+  private readonly queue: { msg: Message; size: number }[] = [];
+  private queued = 0;
   private waiter: (() => void) | undefined;
   private ended: StreamClosed | undefined;
   private paused = false;
@@ -63,11 +64,12 @@ export class MessageStream implements AsyncIterable<Message> {
     ws.addEventListener("message", (ev) => {
       const raw = typeof ev.data === "string" ? ev.data : String(ev.data);
       try {
-        this.queue.push(JSON.parse(raw) as Message);
+        this.queue.push({ msg: JSON.parse(raw) as Message, size: raw.length });
+        this.queued += raw.length;
       } catch {
         return;
       }
-      if (this.queue.length > HIGH_WATER && ws.pause && !this.paused) {
+      if (this.queued > HIGH_WATER && ws.pause && !this.paused) {
         this.paused = true;
         ws.pause();
       }
@@ -126,11 +128,12 @@ export class MessageStream implements AsyncIterable<Message> {
     for (;;) {
       const next = this.queue.shift();
       if (next) {
-        if (this.paused && this.queue.length < HIGH_WATER / 4) {
+        this.queued -= next.size;
+        if (this.paused && this.queued < HIGH_WATER / 4) {
           this.paused = false;
           this.ws.resume?.();
         }
-        yield next;
+        yield next.msg;
         continue;
       }
       if (this.ended) throw this.ended;

@@ -1,7 +1,8 @@
 import { readFile, writeFile } from "node:fs/promises";
+import { shell } from "./shell.js";
 import { client, CliError, flag, need, printJson, printTable, type Args } from "../../context.js";
 
-/** `sandbar sandbox create|ls|get|rm|exec|cp|stop|start` */
+/** `sandbar sandbox create|ls|get|rm|exec|shell|cp|stop|start` */
 export async function sandbox(args: Args): Promise<number> {
   const c = client(args);
   const verb = need(args, 0, "sandbox verb (create, ls, get, rm, exec, cp, stop, start)");
@@ -39,11 +40,17 @@ export async function sandbox(args: Args): Promise<number> {
       const sb = await c.getSandbox(need(args, 1, "sandbox name"));
       const command = args.positionals.slice(2).join(" ");
       if (!command) throw new CliError("missing command: sandbar sandbox exec NAME -- COMMAND");
-      const r = await sb.run(command, { timeout: Number(flag(args, "timeout") ?? 0), cwd: flag(args, "cwd") });
-      process.stdout.write(r.stdout);
-      process.stderr.write(r.stderr);
+      // Output streams as it comes; the command's exit code becomes ours.
+      const r = await sb.run(command, {
+        timeout: Number(flag(args, "timeout") ?? 0),
+        cwd: flag(args, "cwd"),
+        onStdout: (d) => process.stdout.write(d),
+        onStderr: (d) => process.stderr.write(d),
+      });
       return r.exit_code;
     }
+    case "shell":
+      return shell(c, need(args, 1, "sandbox name"), flag(args, "shell"));
     case "cp": {
       const src = need(args, 1, "source");
       const dst = need(args, 2, "destination");

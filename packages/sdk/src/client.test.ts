@@ -1,0 +1,196 @@
+/**
+ * SandboxClient and Sandbox against a recording fetch: the URLs and bodies each method sends,
+ * the configuration sources, and the scoped forms' cleanup.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { errorBody } from "@sandbar/shared";
+import { SandboxClient } from "./client.js";
+import { CommandTimeoutError, ResourceNotFoundError, SandboxClientError } from "./errors.js";
+
+interface Call {
+  method: string;
+  url: string;
+  body: unknown;
+}
+
+const SANDBOX = { id: "sb-1", name: "box", status: "ready", dataplane_url: "http://h/dataplane/sb-1", idle_ttl_seconds: 600 };
+const SNAPSHOT = { id: "sn-1", name: "python", status: "ready", status_message: null };
+
+/** A fetch that records calls and answers by "METHOD path" (path without the query). */
+function server(routes: Record<string, (c: Call) => Response>): { fetch: typeof fetch; calls: Call[] } {
+  const calls: Call[] = [];
+  const f = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+    const url = String(input);
+    const raw = init.body;
+    const body = typeof raw === "string" ? (JSON.parse(raw) as unknown) : raw instanceof Uint8Array ? [...raw] : raw;
+    const c = { method: init.method ?? "GET", url, body };
+    calls.push(c);
+    const key = `${c.method} ${new URL(url).pathname}`;
+    const route = routes[key];
+    if (!route) return json(404, errorBody("ROUTE_NOT_FOUND", `no route ${key}`));
+    return route(c);
+  };
+  return { fetch: f as typeof fetch, calls };
+}
+
+function json(status: number, body: unknown): Response {
+  return new Response(status === 204 ? null : JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+}
+
+const envSaved = { SANDBAR_ENDPOINT: process.env.SANDBAR_ENDPOINT, SANDBAR_API_KEY: process.env.SANDBAR_API_KEY };
+afterEach(() => {
+  for (const [k, v] of Object.entries(envSaved)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+});
+
+describe("configuration", () => {
+  it.each([
+    ["http://h:1", "http://h:1/v2/sandboxes/snapshots"],
+    ["http://h:1/", "http://h:1/v2/sandboxes/snapshots"],
+    ["http://h:1/v2/sandboxes", "http://h:1/v2/sandboxes/snapshots"],
+    ["http://h:1/v2/sandboxes/", "http://h:1/v2/sandboxes/snapshots"],
+  ])("endpoint %s -> %s", async (endpoint, url) => {
+    const s = server({ "GET /v2/sandboxes/snapshots": () => json(200, { snapshots: [] }) });
+    await new SandboxClient({ endpoint, fetch: s.fetch }).listSnapshots();
+    expect(s.calls[0]?.url).toBe(url);
+  });
+
+  it("reads SANDBAR_ENDPOINT and SANDBAR_API_KEY; options win over them", async () => {
+    process.env.SANDBAR_ENDPOINT = "http://from-env:9";
+    process.env.SANDBAR_API_KEY = "env-key";
+    const seen: string[] = [];
+    const f = (async (input: string | URL | Request, init: RequestInit = {}) => {
+      seen.push(`${String(input)} ${new Headers(init.headers).get("x-api-key")}`);
+      return json(200, { snapshots: [] });
+    }) as typeof fetch;
+    await new SandboxClient({ fetch: f }).listSnapshots();
+    await new SandboxClient({ endpoint: "http://opt:1", apiKey: "opt-key", fetch: f }).listSnapshots();
+    expect(seen).toEqual(["http://from-env:9/v2/sandboxes/snapshots env-key", "http://opt:1/v2/sandboxes/snapshots opt-key"]);
+  });
+
+  it("defaults to http://127.0.0.1:8080", async () => {
+    delete process.env.SANDBAR_ENDPOINT;
+    const s = server({ "GET /v2/sandboxes/boxes": () => json(200, { sandboxes: [] }) });
+    await new SandboxClient({ fetch: s.fetch }).listSandboxes();
+    expect(s.calls[0]?.url).toBe("http://127.0.0.1:8080/v2/sandboxes/boxes");
+  });
+});
+
+describe("requests", () => {
+  it("createSandbox maps camelCase options to the snake_case body, by id or by options", async () => {
+    const s = server({ "POST /v2/sandboxes/boxes": () => json(201, SANDBOX) });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    const sb = await c.createSandbox("sn-1", { idleTtlSeconds: 300, deleteAfterStopSeconds: 3600 });
+    expect(sb.name).toBe("box");
+    expect(sb.id).toBe("sb-1");
+    expect(sb.dataplaneUrl).toBe("http://h/dataplane/sb-1");
+    expect(s.calls[0]?.body).toEqual({ snapshot_id: "sn-1", wait_for_ready: true, timeout: 30, idle_ttl_seconds: 300, delete_after_stop_seconds: 3600 });
+    await c.createSandbox({
+      snapshotName: "python",
+      name: "b",
+      vcpus: 2,
+      memBytes: 1 << 30,
+      fsCapacityBytes: 1 << 30,
+      labels: { a: "b" },
+      waitForReady: false,
+      timeout: 5,
+    });
+    expect(s.calls[1]?.body).toEqual({
+      snapshot_name: "python",
+      name: "b",
+      vcpus: 2,
+      mem_bytes: 1 << 30,
+      fs_capacity_bytes: 1 << 30,
+      labels: { a: "b" },
+      wait_for_ready: false,
+      timeout: 5,
+    });
+  });
+
+  it("updateSandbox: a string renames, an object sets the timers", async () => {
+    const s = server({ "PATCH /v2/sandboxes/boxes/box": () => json(200, SANDBOX) });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    await c.updateSandbox("box", "box-2");
+    await c.updateSandbox("box", { idleTtlSeconds: 1800, deleteAfterStopSeconds: 2592000 });
+    expect(s.calls.map((x) => x.body)).toEqual([{ name: "box-2" }, { idle_ttl_seconds: 1800, delete_after_stop_seconds: 2592000 }]);
+  });
+
+  it("listSnapshots and listSandboxes pass their filters as the query", async () => {
+    const s = server({
+      "GET /v2/sandboxes/snapshots": () => json(200, { snapshots: [SNAPSHOT] }),
+      "GET /v2/sandboxes/boxes": () => json(200, { sandboxes: [SANDBOX] }),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    expect(await c.listSnapshots({ nameContains: "py", limit: 2, offset: 4 })).toEqual([SNAPSHOT]);
+    const boxes = await c.listSandboxes({ nameContains: "b", status: "ready", limit: 1, offset: 0 });
+    expect(boxes.map((b) => b.name)).toEqual(["box"]);
+    expect(s.calls.map((x) => x.url)).toEqual([
+      "http://h/v2/sandboxes/snapshots?name_contains=py&limit=2&offset=4",
+      "http://h/v2/sandboxes/boxes?name_contains=b&status=ready&limit=1&offset=0",
+    ]);
+  });
+
+  it("run, write and read go to the sandbox's data plane", async () => {
+    const s = server({
+      "POST /v2/sandboxes/boxes": () => json(201, SANDBOX),
+      "POST /dataplane/sb-1/execute": () => json(200, { stdout: "hi\n", stderr: "", exit_code: 0 }),
+      "POST /dataplane/sb-1/upload": () => json(200, {}),
+      "GET /dataplane/sb-1/download": () => new Response(new Uint8Array([0, 1, 2])),
+    });
+    const sb = await new SandboxClient({ endpoint: "http://h", fetch: s.fetch }).createSandbox("sn-1");
+    expect(await sb.run("echo hi", { env: { A: "1" }, cwd: "/tmp" })).toEqual({ stdout: "hi\n", stderr: "", exit_code: 0, success: true });
+    await sb.write("/app/a b.txt", "hé");
+    expect([...(await sb.read("/app/x"))]).toEqual([0, 1, 2]);
+    expect(s.calls[1]?.body).toEqual({ command: "echo hi", timeout: 60, shell: "/bin/bash", env: { A: "1" }, cwd: "/tmp" });
+    expect(s.calls[2]?.url).toBe("http://h/dataplane/sb-1/upload?path=%2Fapp%2Fa%20b.txt");
+    expect(s.calls[2]?.body).toEqual([...new TextEncoder().encode("hé")]);
+    expect(s.calls[3]?.url).toBe("http://h/dataplane/sb-1/download?path=%2Fapp%2Fx");
+  });
+});
+
+describe("scoped forms", () => {
+  function world(): { c: SandboxClient; calls: Call[] } {
+    const s = server({
+      "POST /v2/sandboxes/boxes": () => json(201, SANDBOX),
+      "POST /dataplane/sb-1/execute": () => json(408, errorBody("COMMAND_TIMEOUT", "timed out")),
+      "DELETE /v2/sandboxes/boxes/sb-1": () => json(204, null),
+    });
+    return { c: new SandboxClient({ endpoint: "http://h", fetch: s.fetch }), calls: s.calls };
+  }
+
+  it("withSandbox deletes the sandbox after fn returns and after fn throws", async () => {
+    const ok = world();
+    expect(await ok.c.withSandbox({ snapshotId: "sn-1" }, async (sb) => sb.name)).toBe("box");
+    expect(ok.calls.at(-1)).toMatchObject({ method: "DELETE", url: "http://h/v2/sandboxes/boxes/sb-1" });
+    const bad = world();
+    await expect(bad.c.withSandbox({ snapshotId: "sn-1" }, (sb) => sb.run("sleep 999", { timeout: 1 }))).rejects.toBeInstanceOf(CommandTimeoutError);
+    expect(bad.calls.map((x) => x.method)).toEqual(["POST", "POST", "DELETE"]);
+  });
+
+  it("await using deletes at the end of the block", async () => {
+    const w = world();
+    {
+      await using sb = await w.c.createSandbox("sn-1");
+      expect(sb.name).toBe("box");
+    }
+    expect(w.calls.map((x) => x.method)).toEqual(["POST", "DELETE"]);
+  });
+
+  it("disposal ignores an already deleted sandbox, not other errors", async () => {
+    const gone = server({
+      "POST /v2/sandboxes/boxes": () => json(201, SANDBOX),
+      "DELETE /v2/sandboxes/boxes/sb-1": () => json(404, errorBody("SANDBOX_NOT_FOUND", "no sandbox")),
+    });
+    const sb = await new SandboxClient({ endpoint: "http://h", fetch: gone.fetch }).createSandbox("sn-1");
+    await expect(sb.delete()).rejects.toBeInstanceOf(ResourceNotFoundError);
+    await expect(sb[Symbol.asyncDispose]()).resolves.toBeUndefined();
+    const broken = server({
+      "POST /v2/sandboxes/boxes": () => json(201, SANDBOX),
+      "DELETE /v2/sandboxes/boxes/sb-1": () => json(500, errorBody("INTERNAL_ERROR", "bug")),
+    });
+    const sb2 = await new SandboxClient({ endpoint: "http://h", maxRetries: 0, fetch: broken.fetch }).createSandbox("sn-1");
+    await expect(sb2[Symbol.asyncDispose]()).rejects.toBeInstanceOf(SandboxClientError);
+  });
+});
