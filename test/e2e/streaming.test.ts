@@ -2,6 +2,9 @@
  * Streaming command sessions over WebSocket through @sandbar/sdk and through the official
  * LangSmith client: live output, stdin, kill, reconnect with offsets, lifetimes, pty.
  */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SandboxClient, CommandNotFoundError, SessionExpiredError, CommandTimeoutError, type Sandbox } from "@sandbar/sdk";
 import * as ls from "langsmith/experimental/sandbox";
@@ -83,19 +86,25 @@ describe("streaming command sessions", () => {
     const { lastStdoutOffset, lastStderrOffset, commandId } = handle;
     handle.detach();
     expect(lastStdoutOffset).toBe(new TextEncoder().encode(firstOut).length);
-    // A separate client, as another process would be.
-    const other = new SandboxClient({ endpoint: w.t.url, apiKey: w.t.apiKey });
-    const again = await (await other.getSandbox("stream-box")).reconnect(commandId, { stdoutOffset: lastStdoutOffset, stderrOffset: lastStderrOffset });
-    let restOut = "";
-    let restErr = "";
-    for await (const chunk of again) {
-      if (chunk.stream === "stdout") restOut += chunk.data;
-      else restErr += chunk.data;
-    }
+    // A second client in another process picks the command up from those offsets.
+    const child = `
+      import { SandboxClient } from "@sandbar/sdk";
+      const e = process.env;
+      const c = new SandboxClient({ endpoint: e.T_ENDPOINT, apiKey: e.T_KEY });
+      const h = await (await c.getSandbox("stream-box")).reconnect(e.T_ID, { stdoutOffset: Number(e.T_OUT), stderrOffset: Number(e.T_ERR) });
+      let out = "", err = "";
+      for await (const ch of h) { if (ch.stream === "stdout") out += ch.data; else err += ch.data; }
+      const r = await h.result;
+      process.stdout.write(JSON.stringify({ out, err, exit: r.exit_code }));`;
+    const { stdout } = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", child], {
+      cwd: fileURLToPath(new URL("../..", import.meta.url)),
+      env: { ...process.env, T_ENDPOINT: w.t.url, T_KEY: w.t.apiKey, T_ID: commandId, T_OUT: String(lastStdoutOffset), T_ERR: String(lastStderrOffset) },
+    });
+    const rest = JSON.parse(stdout) as { out: string; err: string; exit: number };
     const all = Array.from({ length: 40 }, (_, i) => i + 1);
-    expect(firstOut + restOut).toBe(all.map((i) => `line-${i}\n`).join(""));
-    expect(firstErr + restErr).toBe(all.map((i) => `err-${i}\n`).join(""));
-    expect((await again.result).exit_code).toBe(0);
+    expect(firstOut + rest.out).toBe(all.map((i) => `line-${i}\n`).join(""));
+    expect(firstErr + rest.err).toBe(all.map((i) => `err-${i}\n`).join(""));
+    expect(rest.exit).toBe(0);
   });
 
   it("kills an unwatched command after idle_timeout, and at once with kill_on_disconnect", async () => {

@@ -5,7 +5,7 @@ import { Sandbox } from "./sandbox.js";
 import type { CreateSandboxOptions, SandboxInfo, Snapshot } from "./types.js";
 import type { WebSocketConstructor } from "./ws-stream.js";
 
-/** Options of {@link SandboxClient}. */
+/** Options of {@link SandboxClient}. @example `new SandboxClient({ endpoint: "http://127.0.0.1:8080", apiKey: "sb_...", maxRetries: 5 })` */
 export interface SandboxClientOptions {
   /** Server URL (default: SANDBAR_ENDPOINT, else http://127.0.0.1:8080). */
   endpoint?: string;

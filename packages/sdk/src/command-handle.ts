@@ -2,7 +2,7 @@ import { errorFromFrame, SandboxConnectionError, SandboxOperationError } from ".
 import { MessageStream, StreamClosed, type Message, type WebSocketConstructor } from "./ws-stream.js";
 import type { ExecutionResult } from "./types.js";
 
-/** One piece of a command's output. */
+/** One piece of a command's output. @example `for await (const c of handle) console.log(c.stream, c.offset, c.data)` */
 export interface OutputChunk {
   stream: "stdout" | "stderr";
   data: string;

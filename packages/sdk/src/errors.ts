@@ -65,7 +65,7 @@ export class SandboxOperationError extends SandboxClientError {}
 
 type ErrorClass = new (message: string, code: ErrorCode | undefined, status: number | undefined) => SandboxClientError;
 
-/** The one table from server codes to classes. */
+/** The one table from server codes to classes. @example `ERROR_CLASSES.SANDBOX_NOT_FOUND === ResourceNotFoundError` */
 export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   UNAUTHENTICATED: AuthenticationError,
   VALIDATION_ERROR: ValidationError,

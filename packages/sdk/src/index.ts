@@ -1,6 +1,22 @@
 export { SandboxClient, type SandboxClientOptions } from "./client.js";
 export { Sandbox } from "./sandbox.js";
-export * from "./errors.js";
-export type { ExecutionResult, CreateSandboxOptions, RunOptions, Snapshot, SandboxInfo } from "./types.js";
 export { CommandHandle, type OutputChunk } from "./command-handle.js";
+export {
+  SandboxClientError,
+  AuthenticationError,
+  ValidationError,
+  ResourceNotFoundError,
+  ResourceNameConflictError,
+  ResourceCreationError,
+  ResourceTimeoutError,
+  SandboxNotReadyError,
+  SandboxConnectionError,
+  CommandTimeoutError,
+  CommandNotFoundError,
+  SessionExpiredError,
+  QuotaExceededError,
+  SandboxOperationError,
+  ERROR_CLASSES,
+} from "./errors.js";
+export type { ExecutionResult, CreateSandboxOptions, RunOptions, Snapshot, SandboxInfo } from "./types.js";
 export type { WebSocketConstructor, WebSocketLike } from "./ws-stream.js";

@@ -1,11 +1,11 @@
 import type { SandboxView, SnapshotView } from "@sandbar/shared";
 
-/** A snapshot as the server describes it. */
+/** A snapshot as the server describes it. @example `const s: Snapshot = await client.getSnapshot("python"); s.status` */
 export type Snapshot = SnapshotView;
-/** A sandbox's fields as the server describes them. */
+/** A sandbox's fields as the server describes them. @example `const info: SandboxInfo = sb.info; info.dataplane_url` */
 export type SandboxInfo = SandboxView;
 
-/** Result of a finished command. */
+/** Result of a finished command. @example `const { stdout, exit_code, success }: ExecutionResult = await sb.run("ls")` */
 export interface ExecutionResult {
   stdout: string;
   stderr: string;
@@ -14,7 +14,7 @@ export interface ExecutionResult {
   success: boolean;
 }
 
-/** Options of {@link SandboxClient.createSandbox}. */
+/** Options of {@link SandboxClient.createSandbox}. @example `await client.createSandbox({ snapshotName: "python", name: "box", memBytes: 1 << 30 })` */
 export interface CreateSandboxOptions {
   snapshotId?: string;
   snapshotName?: string;
@@ -31,7 +31,7 @@ export interface CreateSandboxOptions {
   timeout?: number;
 }
 
-/** Options of {@link Sandbox.run}. */
+/** Options of {@link Sandbox.run}. @example `await sb.run("make", { timeout: 600, cwd: "/src", onStdout: (d) => process.stdout.write(d) })` */
 export interface RunOptions {
   /** false: return a CommandHandle at once instead of waiting (default true). */
   wait?: boolean;

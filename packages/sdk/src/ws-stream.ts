@@ -4,7 +4,7 @@
  * allows it.
  */
 
-/** The WebSocket surface the SDK needs; `ws` and WHATWG WebSockets both have it. */
+/** The WebSocket surface the SDK needs; `ws` and WHATWG WebSockets both have it. @example `const ws: WebSocketLike = new (await import("ws")).WebSocket(url)` */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
@@ -15,7 +15,7 @@ export interface WebSocketLike {
   resume?: () => void;
 }
 
-/** A constructor taking `(url, { headers })`, as `ws` and Node's undici WebSocket do. */
+/** A constructor taking `(url, { headers })`, as `ws` and Node's undici WebSocket do. @example `new SandboxClient({ webSocket: (await import("ws")).WebSocket })` */
 export type WebSocketConstructor = new (url: string, opts?: { headers?: Record<string, string> }) => WebSocketLike;
 
 let cached: Promise<WebSocketConstructor | undefined> | undefined;
