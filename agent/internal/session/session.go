@@ -58,6 +58,12 @@ type Session struct {
 	idleGen     uint64
 	idleTimer   *time.Timer
 	stdinClosed bool
+
+	// Pacing of writes against attached readers (pace.go).
+	readers   map[*reader]struct{}
+	advanced  chan struct{}
+	paceStart time.Time
+	paceUsed  time.Duration
 }
 
 func newSession(opts Options, p *proc.Process, ringBytes int, onFinish func(*Session)) *Session {
@@ -69,6 +75,8 @@ func newSession(opts Options, p *proc.Process, ringBytes int, onFinish func(*Ses
 		onFinish: onFinish,
 		out:      NewRing(ringBytes),
 		changed:  make(chan struct{}),
+		readers:  map[*reader]struct{}{},
+		advanced: make(chan struct{}),
 	}
 	var errPump *proc.Pump
 	outPump := proc.NewPump(p.Stdout, s.sink(s.out))
@@ -92,6 +100,7 @@ func (s *Session) Pid() int { return s.pid }
 func (s *Session) sink(r *Ring) func([]byte) {
 	return func(b []byte) {
 		s.mu.Lock()
+		s.paceLocked(r, len(b))
 		r.Write(b)
 		s.notifyLocked()
 		s.mu.Unlock()

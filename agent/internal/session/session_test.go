@@ -217,3 +217,44 @@ func TestNoFDLeaks(t *testing.T) {
 		t.Fatalf("%d descriptors open before, %d after", before, after)
 	}
 }
+
+// pacedWriter accepts each write after a short delay, like a client that reads
+// steadily but slower than a burst of output.
+type pacedWriter struct {
+	buf   bytes.Buffer
+	delay time.Duration
+}
+
+func (w *pacedWriter) Write(p []byte) (int, error) {
+	time.Sleep(w.delay)
+	return w.buf.Write(p)
+}
+
+func TestSteadyReaderLosesNothingOfABurst(t *testing.T) {
+	m := newManager(t, 64<<10)
+	// ~2.7 MB as fast as the pipe allows: 40 times the ring.
+	s := create(t, m, CreateRequest{CommandID: "burst", Command: "head -c 2000000 /dev/zero | od -v -An -tx1 | head -c 2700000"})
+	w := &pacedWriter{delay: time.Millisecond}
+	if err := s.Stream(context.Background(), w, func() {}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	var next uint64
+	var total int
+	for {
+		f, err := frame.Read(&w.buf)
+		if err != nil {
+			break
+		}
+		if f.Type != frame.TypeStdout {
+			continue
+		}
+		if f.A != next {
+			t.Fatalf("gap: frame at %d, expected %d", f.A, next)
+		}
+		next = f.A + uint64(len(f.Payload))
+		total += len(f.Payload)
+	}
+	if total != 2700000 {
+		t.Fatalf("got %d bytes, want 2700000", total)
+	}
+}

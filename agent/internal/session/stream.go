@@ -26,6 +26,16 @@ const maxChunk = 32 << 10
 func (s *Session) Stream(ctx context.Context, w io.Writer, flush func(), outOff, errOff uint64) error {
 	s.attach()
 	defer s.detach()
+	rd := &reader{out: outOff, errs: errOff}
+	s.mu.Lock()
+	s.readers[rd] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.readers, rd)
+		s.movedLocked(rd, 0, 0)
+		s.mu.Unlock()
+	}()
 
 	buf := frame.Append(nil, frame.Started(s.pid))
 	if _, err := w.Write(buf); err != nil {
@@ -63,6 +73,10 @@ func (s *Session) Stream(ctx context.Context, w io.Writer, flush func(), outOff,
 			if _, err := w.Write(buf); err != nil {
 				return fmt.Errorf("write frames: %w", err)
 			}
+			// Sent: the pump may now overwrite what this reader has read.
+			s.mu.Lock()
+			s.movedLocked(rd, outOff, errOff)
+			s.mu.Unlock()
 		}
 		if done {
 			flush()
