@@ -2,79 +2,84 @@ package session
 
 import "time"
 
-// Pacing: the rings are lossy on purpose (a reader that stalls must never make
-// the agent buffer without bound, nor block the command for long), but a
-// reader that is merely a little slower than a burst of output should not
-// lose bytes. So before a write would push bytes an attached reader has not
-// read yet out of the ring, the pump waits for that reader, briefly, within a
-// budget: at most paceWait per write and paceBudget of waiting per
-// paceWindow. A command is slowed by at most paceBudget/paceWindow; past
-// that, old bytes age out and the reader's next frame shows the jump.
+// Pacing: the rings are lossy on purpose (a slow or stuck reader must never
+// make the agent buffer without bound, nor hold the command up), but a reader
+// that keeps up should lose nothing of a burst, however fast the command
+// writes. So before a write would push out bytes an attached reader has not
+// read yet, the pump waits for that reader while it is keeping up: it took
+// bytes less than paceStall ago and reads at least paceMinRate. Slower
+// readers are not waited for; old bytes age out and their next frame shows
+// the jump.
 const (
-	paceWait   = 50 * time.Millisecond
-	paceWindow = time.Second
-	paceBudget = 200 * time.Millisecond
+	paceStall   = 50 * time.Millisecond
+	paceMinRate = 512 << 10 // bytes per second
+	paceWindow  = 250 * time.Millisecond
 )
 
-// reader is one open stream's position, read by the pump to pace writes.
+// reader is one open stream's position and recent pace, read by the pump.
 type reader struct {
 	out, errs uint64
+	moved     time.Time
+	winStart  time.Time
+	winBytes  uint64
+	rate      float64 // bytes/s over the last full window
 }
 
-// slowestLocked is the lowest offset of r that an attached reader still needs.
-func (s *Session) slowestLocked(r *Ring) (uint64, bool) {
-	var min uint64
-	found := false
-	for rd := range s.readers {
-		off := rd.out
-		if r == s.errs {
-			off = rd.errs
-		}
-		if !found || off < min {
-			min, found = off, true
-		}
-	}
-	return min, found
+func newReader(out, errs uint64) *reader {
+	now := time.Now()
+	// A new reader is given the benefit of the doubt until it has a rate.
+	return &reader{out: out, errs: errs, moved: now, winStart: now, rate: paceMinRate}
+}
+
+func (rd *reader) keepingUp() bool {
+	return time.Since(rd.moved) < paceStall && rd.rate >= paceMinRate
 }
 
 // paceLocked waits (releasing s.mu) while writing n bytes to r would drop
-// bytes a reader still needs, within the pacing budget. Called with s.mu held.
+// bytes that a moving reader still needs. Called with s.mu held.
 func (s *Session) paceLocked(r *Ring, n int) {
 	for {
-		need, ok := s.slowestLocked(r)
-		if need < r.Start() {
-			need = r.Start() // bytes already gone are not waited for
-		}
-		if !ok || r.End()+uint64(n)-need <= uint64(r.capacity) {
+		limit := r.End() + uint64(n) - uint64(r.capacity) // bytes below this are dropped
+		if r.End()+uint64(n) <= uint64(r.capacity) {
 			return
 		}
-		now := time.Now()
-		if now.Sub(s.paceStart) > paceWindow {
-			s.paceStart, s.paceUsed = now, 0
+		var waitFor *reader
+		for rd := range s.readers {
+			off := rd.out
+			if r == s.errs {
+				off = rd.errs
+			}
+			if off < limit && off >= r.Start() && rd.keepingUp() {
+				waitFor = rd
+				break
+			}
 		}
-		if s.paceUsed >= paceBudget {
+		if waitFor == nil {
 			return
-		}
-		wait := paceWait
-		if left := paceBudget - s.paceUsed; left < wait {
-			wait = left
 		}
 		advanced := s.advanced
 		s.mu.Unlock()
-		t := time.NewTimer(wait)
+		t := time.NewTimer(paceStall)
 		select {
 		case <-advanced:
 		case <-t.C:
 		}
 		t.Stop()
 		s.mu.Lock()
-		s.paceUsed += time.Since(now)
 	}
 }
 
 // movedLocked records a reader's new position and wakes a waiting pump.
 func (s *Session) movedLocked(rd *reader, out, errs uint64) {
-	rd.out, rd.errs = out, errs
+	now := time.Now()
+	if out+errs > rd.out+rd.errs {
+		rd.winBytes += out + errs - rd.out - rd.errs
+	}
+	if el := now.Sub(rd.winStart); el >= paceWindow {
+		rd.rate = float64(rd.winBytes) / el.Seconds()
+		rd.winStart, rd.winBytes = now, 0
+	}
+	rd.out, rd.errs, rd.moved = out, errs, now
 	close(s.advanced)
 	s.advanced = make(chan struct{})
 }

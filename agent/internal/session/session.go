@@ -60,10 +60,8 @@ type Session struct {
 	stdinClosed bool
 
 	// Pacing of writes against attached readers (pace.go).
-	readers   map[*reader]struct{}
-	advanced  chan struct{}
-	paceStart time.Time
-	paceUsed  time.Duration
+	readers  map[*reader]struct{}
+	advanced chan struct{}
 }
 
 func newSession(opts Options, p *proc.Process, ringBytes int, onFinish func(*Session)) *Session {

@@ -26,7 +26,7 @@ const maxChunk = 32 << 10
 func (s *Session) Stream(ctx context.Context, w io.Writer, flush func(), outOff, errOff uint64) error {
 	s.attach()
 	defer s.detach()
-	rd := &reader{out: outOff, errs: errOff}
+	rd := newReader(outOff, errOff)
 	s.mu.Lock()
 	s.readers[rd] = struct{}{}
 	s.mu.Unlock()
