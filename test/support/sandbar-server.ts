@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { pino } from "pino";
-import { loadConfig, startServer, type RuntimeName, type SandbarServer } from "@sandbar/server";
+import { loadConfig, startServer, type RuntimeName, type SandbarServer, type ServerConfig } from "@sandbar/server";
 
 export interface TestServer {
   server: SandbarServer;
@@ -23,6 +23,8 @@ export interface TestServer {
 }
 
 export interface TestServerOptions {
+  /** Any other server setting (timeScale, retentionIntervalMs, ...). */
+  config?: Partial<ServerConfig>;
   runtime?: RuntimeName;
   dataDir?: string;
   apiKey?: string;
@@ -38,6 +40,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     bootstrapApiKey: apiKey,
     logLevel: process.env.SANDBAR_TEST_LOG ?? "warn",
     ...(opts.runtime ? { runtime: opts.runtime } : {}),
+    ...opts.config,
   });
   const server = await startServer(config, pino({ level: config.logLevel }));
   const api = `${server.url}/v2/sandboxes`;

@@ -158,3 +158,31 @@ func (s *Server) handleGetFile(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 	}
 }
+
+func (s *Server) handleGlob(w http.ResponseWriter, r *http.Request) {
+	var req files.GlobRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	res, err := files.Glob(r.Context(), req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) handleGrep(w http.ResponseWriter, r *http.Request) {
+	var req files.GrepRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	res, err := files.Grep(r.Context(), req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	apierr.WriteJSON(w, http.StatusOK, res)
+}

@@ -86,6 +86,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.route(w, r, map[string]http.HandlerFunc{
 			http.MethodPut: s.handlePutFile, http.MethodGet: s.handleGetFile, http.MethodHead: s.handleGetFile,
 		})
+	case path == "/glob":
+		s.route(w, r, map[string]http.HandlerFunc{http.MethodPost: s.handleGlob})
+	case path == "/grep":
+		s.route(w, r, map[string]http.HandlerFunc{http.MethodPost: s.handleGrep})
 	default:
 		apierr.Write(w, apierr.New(apierr.BadRequest, "no route for %s %s", r.Method, path).WithStatus(http.StatusNotFound))
 	}

@@ -213,8 +213,17 @@ func TestNoFDLeaks(t *testing.T) {
 			collect(t, s, 0, 0)
 		}
 	}
-	if after := openFDs(t); after > before {
-		t.Fatalf("%d descriptors open before, %d after", before, after)
+	// Pipes and ptys are closed by the pumps just after the exit frame: give them a moment.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		after := openFDs(t)
+		if after <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open before, %d after", before, after)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -79,6 +79,24 @@ export class SandboxClient {
     return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60, onProgress: opts.onProgress });
   }
 
+  /**
+   * Capture a sandbox's filesystem (running or stopped) as a new snapshot and wait until it
+   * is ready. Files under /tmp (a tmpfs) and running processes are not kept.
+   *
+   * @example
+   * ```ts
+   * const snap = await client.captureSnapshot("setup-box", "ml-ready", { timeout: 600 });
+   * console.log(snap.id, snap.source_sandbox_id);
+   * ```
+   */
+  async captureSnapshot(sandboxNameOrId: string, name: string, opts: { timeout?: number; fsCapacityBytes?: number } = {}): Promise<Snapshot> {
+    const snap = await callJson<SnapshotView>(this.http, this.url(`/boxes/${encodeURIComponent(sandboxNameOrId)}/snapshot`), "POST", {
+      name,
+      fs_capacity_bytes: opts.fsCapacityBytes,
+    });
+    return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60 });
+  }
+
   /** Get a snapshot by id or name. @example `const s = await client.getSnapshot("python")` */
   getSnapshot(idOrName: string): Promise<Snapshot> {
     return callJson<SnapshotView>(this.http, this.url(`/snapshots/${encodeURIComponent(idOrName)}`), "GET");

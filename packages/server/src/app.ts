@@ -52,7 +52,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
   for (const prefix of CONTROL_PREFIXES) {
     await app.register(
       async (scope) => {
-        sandboxRoutes(scope, d.sandboxes);
+        sandboxRoutes(scope, d.sandboxes, d.snapshots);
         snapshotRoutes(scope, d.snapshots);
       },
       { prefix },

@@ -31,6 +31,13 @@ export interface ServerConfig {
   };
   /** Largest upload body accepted, in bytes. */
   maxUploadBytes: number;
+  /**
+   * Speed-up of retention time (idle stop, delete after stop): 60 makes a 60 s TTL fire
+   * after 1 s. For tests and demos; 1 in production.
+   */
+  timeScale: number;
+  /** How often the retention sweep runs, in real milliseconds. */
+  retentionIntervalMs: number;
 }
 
 const GIB = 1024 * 1024 * 1024;
@@ -39,6 +46,11 @@ function intFrom(value: string | undefined, fallback: number): number {
   if (value === undefined || value === "") return fallback;
   const n = Number(value);
   if (!Number.isFinite(n)) throw new Error(`not a number: ${value}`);
+  return n;
+}
+
+function positive(n: number, name: string): number {
+  if (!(n > 0)) throw new Error(`${name} must be > 0`);
   return n;
 }
 
@@ -72,6 +84,8 @@ export function loadConfig(overrides: Partial<ServerConfig> = {}, env: NodeJS.Pr
       ...overrides.defaults,
     },
     maxUploadBytes: overrides.maxUploadBytes ?? intFrom(env.SANDBAR_MAX_UPLOAD_BYTES, 16 * GIB),
+    timeScale: positive(overrides.timeScale ?? intFrom(env.SANDBAR_TIME_SCALE, 1), "SANDBAR_TIME_SCALE"),
+    retentionIntervalMs: positive(overrides.retentionIntervalMs ?? intFrom(env.SANDBAR_RETENTION_INTERVAL_MS, 10_000), "SANDBAR_RETENTION_INTERVAL_MS"),
   };
 }
 

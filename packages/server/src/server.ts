@@ -13,6 +13,7 @@ import { OciRuntime } from "./runtime/oci-runtime.js";
 import { SnapshotService } from "./snapshots/snapshot-service.js";
 import { SandboxService } from "./sandboxes/sandbox-service.js";
 import { buildApp } from "./app.js";
+import { RetentionSweeper } from "./sandboxes/retention.js";
 import { openSockets } from "./dataplane/ws-execute.js";
 import { sha256Hex } from "./util/ids.js";
 
@@ -56,7 +57,7 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const rootOf = (name: string): string | undefined => (config.runtimeRoot ? join(config.runtimeRoot, name) : undefined);
   const runtimes = { runsc: OciRuntime.runsc(rootOf("runsc")), runc: OciRuntime.runc(rootOf("runc")) };
 
-  const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }));
+  const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }), join(d, "tmp"));
   const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtimes, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
 
   let ready = false;
@@ -64,6 +65,8 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   await snapshots.recover();
   await sandboxes.recover();
   sandboxes.startMonitor();
+  const retention = new RetentionSweeper(store, sandboxes, config.timeScale, config.retentionIntervalMs, log.child({ component: "retention" }));
+  retention.start();
   await app.listen({ host: config.host, port: config.port });
   ready = true;
   const addr = app.server.address();
@@ -82,6 +85,7 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
     keys,
     generatedApiKey,
     async close() {
+      retention.stop();
       for (const s of openSockets) s.close(1001, "server shutting down");
       await sandboxes.drain();
       await app.close();

@@ -84,6 +84,14 @@ export const createSnapshotRequest = z.object({
 });
 export type CreateSnapshotRequest = z.infer<typeof createSnapshotRequest>;
 
+/** POST /boxes/{name}/snapshot: capture the sandbox's filesystem as a new snapshot. */
+export const captureSnapshotRequest = z.object({
+  name: snapshotName,
+  docker_image: imageReference.optional(),
+  fs_capacity_bytes: fsCapacity.optional(),
+});
+export type CaptureSnapshotRequest = z.infer<typeof captureSnapshotRequest>;
+
 /** GET /snapshots query */
 export const listSnapshotsQuery = z.object({
   name_contains: z.string().max(128).optional(),

@@ -57,7 +57,7 @@ export function wsExecuteRoutes(app: FastifyInstance, sandboxes: SandboxService,
     try {
       const { id } = parse(dataplaneParams, req.params, "params");
       const { agent } = await sandboxes.agentFor(req.workspaceId, id);
-      bridge = new Bridge(socket, agent, log.child({ sandboxId: id }));
+      bridge = new Bridge(socket, agent, log.child({ sandboxId: id }), () => sandboxes.touch(id));
       for (const m of early.splice(0)) bridge.handle(m);
     } catch (e) {
       sendError(socket, "CommandError", e instanceof Error ? e.message : String(e));
@@ -91,11 +91,14 @@ class Bridge {
     private readonly socket: WebSocket,
     private readonly agent: AgentClient,
     private readonly log: Logger,
+    /** Marks the sandbox active (a streaming command counts as activity for idle_ttl). */
+    private readonly touch: () => void,
   ) {
     socket.on("close", () => this.abort.abort());
   }
 
   handle(msg: ClientMessage): void {
+    this.touch();
     void this.dispatch(msg).catch((e: unknown) => {
       const err = e instanceof SandbarError ? e : new SandbarError("COMMAND_ERROR", e instanceof Error ? e.message : String(e));
       sendError(this.socket, wireType(err), err.message);
@@ -195,6 +198,7 @@ class Bridge {
   }
 
   private forward(f: Frame): void {
+    this.touch();
     let out: Record<string, unknown>;
     switch (f.type) {
       case "started":

@@ -124,6 +124,20 @@ export class LayerStore {
     }
   }
 
+  /**
+   * Store an uncompressed layer tar made by this server (a captured writable layer, already
+   * in overlayfs whiteout form) under its own SHA-256. Returns that digest.
+   */
+  async ingestTar(tarPath: string): Promise<string> {
+    const hash = createHash("sha256");
+    await pipeline(createReadStream(tarPath), async function* (src: AsyncIterable<Buffer>) {
+      for await (const chunk of src) hash.update(chunk);
+    });
+    const digest = `sha256:${hash.digest("hex")}`;
+    await this.ingest(digest, tarPath);
+    return digest;
+  }
+
   async remove(digest: string): Promise<void> {
     const hex = digestHex(digest);
     await rm(join(this.root, `${hex}.json`), { force: true });

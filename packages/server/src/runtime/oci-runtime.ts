@@ -67,6 +67,14 @@ export class OciRuntime implements SandboxRuntime {
     }
   }
 
+  async pause(containerId: string): Promise<void> {
+    await run(this.argv("pause", containerId), { timeoutMs: 30_000 });
+  }
+
+  async resume(containerId: string): Promise<void> {
+    await run(this.argv("resume", containerId), { timeoutMs: 30_000 });
+  }
+
   async remove(containerId: string): Promise<void> {
     const r = await run(this.argv("delete", "--force", containerId), { check: false, timeoutMs: 30_000 });
     if (r.code !== 0 && !/does not exist|not found|no such/i.test(r.stderr)) {

@@ -16,6 +16,9 @@ export interface SandboxRuntime {
   readonly name: "runsc" | "runc";
   start(opts: StartOptions): Promise<void>;
   state(containerId: string): Promise<ContainerState>;
+  /** Freeze every process of the container (consistent captures). */
+  pause(containerId: string): Promise<void>;
+  resume(containerId: string): Promise<void>;
   /** Kill and delete; idempotent. */
   remove(containerId: string): Promise<void>;
   /** Ids of every container under this runtime's root. */

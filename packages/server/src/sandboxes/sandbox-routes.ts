@@ -1,14 +1,15 @@
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
-import { createSandboxRequest, listSandboxesQuery, updateSandboxRequest } from "@sandbar/shared";
+import { captureSnapshotRequest, createSandboxRequest, listSandboxesQuery, updateSandboxRequest } from "@sandbar/shared";
 import type { SandboxService } from "./sandbox-service.js";
+import type { SnapshotService } from "../snapshots/snapshot-service.js";
 import { parse } from "../http/validate.js";
 
 const nameParams = z.object({ name: z.string().min(1).max(128) });
 const startBody = z.object({ timeout: z.number().min(1).max(3600).optional() });
 
 /** Control-plane routes of sandboxes (`/boxes`). */
-export function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService): void {
+export function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService, snapshots: SnapshotService): void {
   app.post("/boxes", async (req, reply) => {
     const body = parse(createSandboxRequest, req.body, "body");
     const rec = await sandboxes.create(req.workspaceId, body);
@@ -47,6 +48,15 @@ export function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService): 
   app.post("/boxes/:name/stop", async (req) => {
     const { name } = parse(nameParams, req.params, "params");
     return sandboxes.view(await sandboxes.stop(req.workspaceId, name));
+  });
+
+  app.post("/boxes/:name/snapshot", async (req, reply) => {
+    const { name } = parse(nameParams, req.params, "params");
+    const body = parse(captureSnapshotRequest, req.body, "body");
+    const sb = await sandboxes.get(req.workspaceId, name);
+    const rec = await snapshots.capture(req.workspaceId, sb, body, (dest) => sandboxes.exportWritableLayer(sb, dest));
+    await snapshots.settle(rec.id, 5000);
+    return reply.status(201).send(snapshots.view(await snapshots.get(req.workspaceId, rec.id)));
   });
 
   app.post("/boxes/:name/start", async (req) => {

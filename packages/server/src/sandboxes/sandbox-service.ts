@@ -17,6 +17,7 @@ import { digestHex } from "../images/layer-store.js";
 import { SandbarError } from "../util/errors.js";
 import { KeyedLock } from "../util/keyed-lock.js";
 import { newId, newSecret, nowIso, randomHex } from "../util/ids.js";
+import { run } from "../util/proc.js";
 
 export interface SandboxServiceDeps {
   store: Store;
@@ -261,14 +262,14 @@ export class SandboxService {
     this.d.log.info({ sandboxId: s.id }, "sandbox deleted");
   }
 
-  async stop(workspaceId: string, nameOrId: string): Promise<SandboxRecord> {
+  async stop(workspaceId: string, nameOrId: string, message: string | null = null): Promise<SandboxRecord> {
     const s = await this.get(workspaceId, nameOrId);
     await this.lock.run(s.id, async () => {
       const cur = await this.d.store.getSandboxById(s.id);
       if (!cur || cur.status === "stopped" || cur.status === "deleting") return;
       await this.releaseCompute(cur);
       const now = nowIso();
-      await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, updated_at: now });
+      await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: message, updated_at: now });
     });
     return (await this.d.store.getSandboxById(s.id)) ?? s;
   }
@@ -285,10 +286,54 @@ export class SandboxService {
     return (await this.d.store.getSandboxById(s.id)) ?? s;
   }
 
+  /**
+   * Write the sandbox's writable layer (what it changed on top of its snapshot) as an
+   * uncompressed tar to `dest`. A running sandbox is paused for the copy, so the capture
+   * is consistent; a stopped one has its disk mounted for the copy. /tmp is a tmpfs inside
+   * the sandbox and never reaches this layer.
+   */
+  async exportWritableLayer(s: SandboxRecord, dest: string): Promise<void> {
+    await this.lock.run(s.id, async () => {
+      const cur = (await this.d.store.getSandboxById(s.id)) ?? s;
+      const snap = await this.d.store.getSnapshotById(cur.snapshot_id);
+      if (!snap) throw new SandbarError("SNAPSHOT_NOT_FOUND", `the snapshot of sandbox '${cur.name}' no longer exists`);
+      const tarUpper = async (): Promise<void> => {
+        const p = this.d.rootfs.paths(cur.id);
+        await run(["tar", "-C", p.upper, "-c", "-f", dest, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--exclude=./.sandbar", "."]);
+      };
+      if (cur.status === "ready") {
+        const runtime = this.runtimeOf(cur);
+        const cid = this.containerId(cur.id);
+        await runtime.pause(cid);
+        try {
+          await tarUpper();
+        } finally {
+          await runtime.resume(cid);
+        }
+      } else if (cur.status === "stopped") {
+        await this.d.rootfs.mount(cur.id, cur.fs_capacity_bytes, snap.layers.map(digestHex));
+        try {
+          await tarUpper();
+        } finally {
+          await this.d.rootfs.unmount(cur.id);
+        }
+      } else {
+        throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${cur.name}' is ${cur.status}; capture needs a ready or stopped sandbox`);
+      }
+    });
+  }
+
   /** The agent of a ready sandbox in this workspace; records activity. */
   async agentFor(workspaceId: string, id: string): Promise<{ sandbox: SandboxRecord; agent: AgentClient }> {
-    const s = await this.d.store.getSandbox(workspaceId, id);
+    let s = await this.d.store.getSandbox(workspaceId, id);
     if (!s || s.id !== id) throw new SandbarError("SANDBOX_NOT_FOUND", `sandbox '${id}' not found`);
+    if (s.status === "stopped") {
+      // The clients expect the platform to resume a stopped sandbox on demand.
+      s = await this.start(workspaceId, s.id, 60);
+    } else if (s.status === "provisioning" && this.boots.has(s.id)) {
+      await this.boots.get(s.id)?.catch(() => undefined);
+      s = (await this.d.store.getSandboxById(s.id)) ?? s;
+    }
     if (s.status !== "ready") throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${s.name}' is ${s.status}`);
     let agent = this.agents.get(s.id);
     if (!agent) {
@@ -300,10 +345,10 @@ export class SandboxService {
     return { sandbox: s, agent };
   }
 
-  /** Record data-plane activity (at most every few seconds per sandbox). */
-  private touch(id: string): void {
+  /** Record data-plane activity (at most every few seconds per sandbox, in scaled time). */
+  touch(id: string): void {
     const now = Date.now();
-    if (now - (this.lastTouch.get(id) ?? 0) < 5000) return;
+    if (now - (this.lastTouch.get(id) ?? 0) < 5000 / this.d.config.timeScale) return;
     this.lastTouch.set(id, now);
     void this.d.store.updateSandbox(id, { last_active_at: new Date(now).toISOString() }).catch(() => undefined);
   }

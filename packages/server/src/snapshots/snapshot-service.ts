@@ -1,5 +1,7 @@
 import type { Logger } from "pino";
-import type { CreateSnapshotRequest, ListSnapshotsQuery, SnapshotView } from "@sandbar/shared";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { CaptureSnapshotRequest, CreateSnapshotRequest, ListSnapshotsQuery, SnapshotView } from "@sandbar/shared";
 import type { Store } from "../store/store.js";
 import { NameTakenError } from "../store/store.js";
 import type { SnapshotRecord } from "../store/records.js";
@@ -19,6 +21,8 @@ export class SnapshotService {
     private readonly layers: LayerStore,
     private readonly defaultFsCapacity: number,
     private readonly log: Logger,
+    /** Scratch space for capture tarballs (removed after each capture, and at start-up). */
+    private readonly tmpRoot: string,
   ) {}
 
   view(s: SnapshotRecord): SnapshotView {
@@ -58,6 +62,7 @@ export class SnapshotService {
       fs_capacity_bytes: req.fs_capacity_bytes ?? this.defaultFsCapacity,
       fs_used_bytes: null,
       registry_id: null,
+      parent_snapshot_id: null,
       layers: [],
       image_config: { env: [], workingDir: "/", user: "", entrypoint: [], cmd: [] },
       created_at: now,
@@ -76,6 +81,68 @@ export class SnapshotService {
     });
     this.builds.set(rec.id, build);
     return rec;
+  }
+
+  /**
+   * Capture a sandbox's filesystem as a new snapshot: its parent's layers plus one new layer
+   * holding what the sandbox changed (shared layers are not copied). `exportLayer` writes
+   * that layer as a tar; the build runs in the background like an image build.
+   */
+  async capture(
+    workspaceId: string,
+    sandbox: { id: string; snapshot_id: string; fs_capacity_bytes: number },
+    req: CaptureSnapshotRequest,
+    exportLayer: (dest: string) => Promise<void>,
+  ): Promise<SnapshotRecord> {
+    const parent = await this.store.getSnapshotById(sandbox.snapshot_id);
+    if (!parent || parent.workspace_id !== workspaceId) throw new SandbarError("SNAPSHOT_NOT_FOUND", "the sandbox's snapshot no longer exists");
+    const now = nowIso();
+    const rec: SnapshotRecord = {
+      ...parent,
+      id: newId(),
+      name: req.name,
+      status: "building",
+      status_message: "capturing the sandbox's filesystem",
+      docker_image: req.docker_image ?? parent.docker_image,
+      source_sandbox_id: sandbox.id,
+      parent_snapshot_id: parent.id,
+      fs_capacity_bytes: req.fs_capacity_bytes ?? sandbox.fs_capacity_bytes,
+      created_at: now,
+      updated_at: now,
+    };
+    try {
+      await this.store.insertSnapshot(rec);
+    } catch (e) {
+      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `snapshot name '${req.name}' is already in use`);
+      throw e;
+    }
+    const job = this.runCapture(rec, parent, exportLayer).finally(() => {
+      this.builds.delete(rec.id);
+      void this.collectLayers();
+    });
+    this.builds.set(rec.id, job);
+    return rec;
+  }
+
+  private async runCapture(rec: SnapshotRecord, parent: SnapshotRecord, exportLayer: (dest: string) => Promise<void>): Promise<void> {
+    const log = this.log.child({ snapshotId: rec.id, sandboxId: rec.source_sandbox_id });
+    const tar = join(this.tmpRoot, `capture-${rec.id}.tar`);
+    const started = Date.now();
+    try {
+      await exportLayer(tar);
+      const digest = await this.layers.ingestTar(tar);
+      const layers = [...parent.layers, digest];
+      let used = 0;
+      for (const d of layers) used += await this.layers.sizeOf(d);
+      await this.store.updateSnapshot(rec.id, { status: "ready", status_message: null, layers, image_digest: null, fs_used_bytes: used, updated_at: nowIso() });
+      log.info({ ms: Date.now() - started, layer: digest }, "snapshot captured");
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      log.warn({ err: message }, "capture failed");
+      await this.store.updateSnapshot(rec.id, { status: "failed", status_message: `capture failed: ${message}`, updated_at: nowIso() });
+    } finally {
+      await rm(tar, { force: true });
+    }
   }
 
   /** Wait up to `ms` for a build to finish (so fast builds answer ready at once). */

@@ -57,4 +57,7 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX sandboxes_snapshot ON sandboxes(snapshot_id);
   `,
+  `
+  ALTER TABLE snapshots ADD COLUMN parent_snapshot_id TEXT;
+  `,
 ];

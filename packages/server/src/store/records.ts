@@ -38,6 +38,8 @@ export interface SnapshotRecord {
   fs_capacity_bytes: number;
   fs_used_bytes: number | null;
   registry_id: string | null;
+  /** The snapshot a captured snapshot was layered on (null for image snapshots). */
+  parent_snapshot_id: string | null;
   /** Layer digests, lowest first. */
   layers: string[];
   image_config: ImageRunConfig;

@@ -17,6 +17,7 @@ function snapshot(id: string, ws: string, name: string, layers: string[] = []): 
     fs_capacity_bytes: 1,
     fs_used_bytes: null,
     registry_id: null,
+    parent_snapshot_id: null,
     layers,
     image_config: { env: ["A=1"], workingDir: "/", user: "", entrypoint: [], cmd: [] },
     created_at: now,
