@@ -17,6 +17,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -87,7 +88,8 @@ type GrepResult struct {
 
 // globPattern matches slash-separated paths relative to the search root:
 // "**" is any number of segments (zero included), other segments are
-// path.Match patterns (*, ?, [...], \ escapes) matching one segment.
+// path.Match patterns (*, ?, [...], [^...] or [!...], \ escapes) matching
+// one segment. "*" matches names starting with a dot too.
 type globPattern struct {
 	segs []string
 }
@@ -111,6 +113,7 @@ func compileGlob(pattern string, anyDepth bool) (*globPattern, error) {
 				continue
 			}
 		default:
+			s = shellClasses(s)
 			if _, err := path.Match(s, ""); err != nil {
 				return nil, apierr.New(apierr.BadRequest, "invalid glob %q: %v", pattern, err)
 			}
@@ -124,6 +127,31 @@ func compileGlob(pattern string, anyDepth bool) (*globPattern, error) {
 		segs = append([]string{"**"}, segs...)
 	}
 	return &globPattern{segs: segs}, nil
+}
+
+// shellClasses rewrites the shell's negated class "[!...]" to path.Match's
+// "[^...]" (both spellings are accepted).
+func shellClasses(seg string) string {
+	if !strings.Contains(seg, "[!") {
+		return seg
+	}
+	b := []byte(seg)
+	inClass := false
+	for i := 0; i < len(b); i++ {
+		switch {
+		case b[i] == '\\':
+			i++ // the escaped byte is literal
+		case !inClass && b[i] == '[':
+			inClass = true
+			if i+1 < len(b) && b[i+1] == '!' {
+				b[i+1] = '^'
+				i++
+			}
+		case inClass && b[i] == ']':
+			inClass = false
+		}
+	}
+	return string(b)
 }
 
 // globState is the set of pattern positions reachable after the segments
@@ -419,11 +447,15 @@ func grepFile(p string, st os.FileInfo, needle []byte, add func(GrepMatch) error
 	if st.Size() > GrepMaxFileBytes {
 		return nil
 	}
-	f, err := os.Open(p)
+	// O_NONBLOCK: an entry swapped for a fifo since it was listed must not hang the search.
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	if fst, err := f.Stat(); err != nil || !fst.Mode().IsRegular() || fst.Size() > GrepMaxFileBytes {
+		return nil
+	}
 	br := bufio.NewReaderSize(f, 64<<10)
 	if head, _ := br.Peek(grepBinaryProbe); bytes.IndexByte(head, 0) >= 0 {
 		return nil

@@ -19,4 +19,5 @@ export {
   ERROR_CLASSES,
 } from "./errors.js";
 export type { ExecutionResult, CreateSandboxOptions, RunOptions, Snapshot, SandboxInfo } from "./types.js";
+export type { FileInfo, GlobResult, GrepMatch, GrepResult, GlobOptions, GrepOptions, FileStat, FileChunk, ReadRangeOptions } from "./search.js";
 export type { WebSocketConstructor, WebSocketLike } from "./ws-stream.js";

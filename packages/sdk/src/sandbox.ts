@@ -5,6 +5,7 @@ import { CommandHandle, type Reattach } from "./command-handle.js";
 import { defaultWebSocket, MessageStream, type WebSocketConstructor } from "./ws-stream.js";
 import { SandboxConnectionError } from "./errors.js";
 import type { SandboxClient } from "./client.js";
+import { fileSearch, readFileRange, statFile, type FileChunk, type FileStat, type GlobOptions, type GlobResult, type GrepOptions, type GrepResult, type ReadRangeOptions } from "./search.js";
 
 /**
  * A handle to one sandbox: run commands, move files, stop, start, delete.
@@ -206,5 +207,82 @@ export class Sandbox implements AsyncDisposable {
     } catch (e) {
       if (!(e instanceof Error && e.name === "ResourceNotFoundError")) throw e;
     }
+  }
+
+  /**
+   * Find files and directories whose path relative to `path` matches `pattern`: `**` is any
+   * number of directories, `*`, `?` and `[...]` match within one segment (a bare `*.py` matches
+   * only `path`'s own entries). Symlinked directories are not walked into. Paths come back
+   * absolute; check `truncated` before treating the answer as complete.
+   *
+   * @example
+   * ```ts
+   * const { matches, truncated } = await sb.glob("src/**", "/app", { limit: 100 });
+   * console.log(matches.map((m) => m.path), truncated);
+   * ```
+   */
+  async glob(pattern: string, path: string, opts: GlobOptions = {}): Promise<GlobResult> {
+    const body: Record<string, unknown> = { pattern, path };
+    if (opts.limit !== undefined) body.limit = opts.limit;
+    return fileSearch<GlobResult>(this.http, this.dataplaneUrl, "glob", body, opts.timeout);
+  }
+
+  /**
+   * List a directory's immediate entries (a {@link glob} with the pattern `*`).
+   *
+   * @example
+   * ```ts
+   * for (const e of (await sb.ls("/app")).matches) console.log(e.is_dir ? "d" : "-", e.path, e.size_bytes);
+   * ```
+   */
+  async ls(path: string, opts: GlobOptions = {}): Promise<GlobResult> {
+    return this.glob("*", path, opts);
+  }
+
+  /**
+   * Find the lines containing `pattern` (a literal string, not a regular expression) in the
+   * files under `path`. `glob` restricts the files searched: a bare `*.py` matches base names at
+   * any depth, a pattern with `/` or `**` the path relative to `path`. Binary files and files
+   * over 10 MiB are skipped.
+   *
+   * @example
+   * ```ts
+   * const { matches } = await sb.grep("TODO(", "/app", { glob: "*.ts", limit: 50 });
+   * for (const m of matches) console.log(`${m.path}:${m.line}: ${m.text}`);
+   * ```
+   */
+  async grep(pattern: string, path: string, opts: GrepOptions = {}): Promise<GrepResult> {
+    const body: Record<string, unknown> = { pattern, path };
+    if (opts.glob !== undefined) body.glob = opts.glob;
+    if (opts.limit !== undefined) body.limit = opts.limit;
+    return fileSearch<GrepResult>(this.http, this.dataplaneUrl, "grep", body, opts.timeout);
+  }
+
+  /**
+   * A file's size and validators (`HEAD`), without transferring it.
+   *
+   * @example
+   * ```ts
+   * const { size_bytes, etag } = await sb.stat("/data/big.bin");
+   * ```
+   */
+  async stat(path: string, timeout = 60): Promise<FileStat> {
+    return statFile(this.http, this.dataplaneUrl, path, timeout);
+  }
+
+  /**
+   * Read part of a file: `start` (with optional inclusive `end`) or the last `suffixBytes`.
+   * `ifRange` makes a resumed read safe (a changed file comes back whole, `partial: false`);
+   * `ifNoneMatch` polls for a change (`unchanged: true` and no bytes while it matches).
+   *
+   * @example
+   * ```ts
+   * const head = await sb.readRange("/big.bin", { start: 0, end: 1023 });
+   * const next = await sb.readRange("/big.bin", { start: head.start + head.content.length, ifRange: head.etag });
+   * const tail = await sb.readRange("/app.log", { suffixBytes: 4096 });
+   * ```
+   */
+  async readRange(path: string, opts: ReadRangeOptions): Promise<FileChunk> {
+    return readFileRange(this.http, this.dataplaneUrl, path, opts);
   }
 }

@@ -11,6 +11,7 @@ import { sandboxRoutes } from "./sandboxes/sandbox-routes.js";
 import { snapshotRoutes } from "./snapshots/snapshot-routes.js";
 import { executeRoutes } from "./dataplane/execute-routes.js";
 import { fileRoutes } from "./dataplane/file-routes.js";
+import { searchRoutes } from "./dataplane/search-routes.js";
 import { wsExecuteRoutes } from "./dataplane/ws-execute.js";
 
 export interface AppDeps {
@@ -60,6 +61,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
   }
   executeRoutes(app, d.sandboxes);
   fileRoutes(app, d.sandboxes, d.maxUploadBytes);
+  searchRoutes(app, d.sandboxes);
   wsExecuteRoutes(app, d.sandboxes, d.log);
   return app;
 }

@@ -62,7 +62,7 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorInfo> = {
   API_KEY_NOT_FOUND: { status: 404, wireType: "NotFound", description: "No API key with that id." },
   FILE_NOT_FOUND: { status: 404, wireType: "FileNotFound", description: "The path does not exist inside the sandbox." },
   NAME_CONFLICT: { status: 409, wireType: "Conflict", description: "The name is already taken in this workspace." },
-  SNAPSHOT_IN_USE: { status: 409, wireType: "Conflict", description: "The snapshot is still used by a sandbox or a derived snapshot." },
+  SNAPSHOT_IN_USE: { status: 409, wireType: "Conflict", description: "The snapshot is still used by a sandbox (running or stopped)." },
   SNAPSHOT_NOT_READY: { status: 409, wireType: "SnapshotNotReady", description: "The snapshot is still building or failed." },
   SANDBOX_NOT_READY: { status: 400, wireType: "NotReady", description: "The sandbox is not running (provisioning, stopped, failed or deleting)." },
   SANDBOX_CREATION_FAILED: { status: 422, wireType: "SandboxConfig", description: "The sandbox could not boot; the message names the cause." },

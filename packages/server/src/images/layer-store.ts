@@ -130,9 +130,7 @@ export class LayerStore {
    */
   async ingestTar(tarPath: string): Promise<string> {
     const hash = createHash("sha256");
-    await pipeline(createReadStream(tarPath), async function* (src: AsyncIterable<Buffer>) {
-      for await (const chunk of src) hash.update(chunk);
-    });
+    for await (const chunk of createReadStream(tarPath)) hash.update(chunk as Buffer);
     const digest = `sha256:${hash.digest("hex")}`;
     await this.ingest(digest, tarPath);
     return digest;
