@@ -97,6 +97,28 @@ export class SandboxClient {
     return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60 });
   }
 
+  /**
+   * A link to one file of a sandbox that works without an API key (GET, HEAD, Range),
+   * until it expires (never, when `expiresInSeconds` is omitted).
+   *
+   * @example
+   * ```ts
+   * const { download_url } = await client.generateDownloadURL("box-1", "/app/report.pdf", { expiresInSeconds: 3600 });
+   * ```
+   */
+  generateDownloadURL(
+    sandboxNameOrId: string,
+    path: string,
+    opts: { expiresInSeconds?: number; contentType?: string; contentDisposition?: "attachment" | "inline" } = {},
+  ): Promise<{ download_url: string; token: string; expires_at: string | null }> {
+    return callJson(this.http, this.url(`/boxes/${encodeURIComponent(sandboxNameOrId)}/download-url`), "POST", {
+      path,
+      expires_in_seconds: opts.expiresInSeconds,
+      content_type: opts.contentType,
+      content_disposition: opts.contentDisposition,
+    });
+  }
+
   /** Get a snapshot by id or name. @example `const s = await client.getSnapshot("python")` */
   getSnapshot(idOrName: string): Promise<Snapshot> {
     return callJson<SnapshotView>(this.http, this.url(`/snapshots/${encodeURIComponent(idOrName)}`), "GET");

@@ -1,6 +1,6 @@
 import type { ExecuteResponse } from "@sandbar/shared";
 import { call, callJson, type HttpSettings } from "./http.js";
-import type { ExecutionResult, RunOptions, SandboxInfo } from "./types.js";
+import type { ExecutionResult, RunOptions, SandboxInfo, Snapshot } from "./types.js";
 import { CommandHandle, type Reattach } from "./command-handle.js";
 import { defaultWebSocket, MessageStream, type WebSocketConstructor } from "./ws-stream.js";
 import { SandboxConnectionError } from "./errors.js";
@@ -193,6 +193,24 @@ export class Sandbox implements AsyncDisposable {
   /** Start a stopped sandbox and wait until ready. @example `await sb.start()` */
   async start(opts: { timeout?: number } = {}): Promise<void> {
     this.info = (await this.client.startSandbox(this.info.id, opts)).info;
+  }
+
+  /**
+   * A link to one of this sandbox's files that needs no API key.
+   *
+   * @example `const { download_url } = await sb.generateDownloadURL("/app/out.csv", { expiresInSeconds: 600 })`
+   */
+  generateDownloadURL(path: string, opts: { expiresInSeconds?: number; contentType?: string; contentDisposition?: "attachment" | "inline" } = {}): Promise<{ download_url: string; token: string; expires_at: string | null }> {
+    return this.client.generateDownloadURL(this.info.id, path, opts);
+  }
+
+  /**
+   * Capture this sandbox's filesystem as a new snapshot and wait until it is ready.
+   *
+   * @example `const snap = await sb.captureSnapshot("ml-ready", { timeout: 600 })`
+   */
+  captureSnapshot(name: string, opts: { timeout?: number; fsCapacityBytes?: number } = {}): Promise<Snapshot> {
+    return this.client.captureSnapshot(this.info.id, name, opts);
   }
 
   /** Delete the sandbox and its files. @example `await sb.delete()` */

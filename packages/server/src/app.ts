@@ -13,6 +13,8 @@ import { executeRoutes } from "./dataplane/execute-routes.js";
 import { fileRoutes } from "./dataplane/file-routes.js";
 import { searchRoutes } from "./dataplane/search-routes.js";
 import { wsExecuteRoutes } from "./dataplane/ws-execute.js";
+import { downloadLinkRoutes, downloadUrlRoute } from "./dataplane/download-links.js";
+import type { LinkTokens } from "./auth/link-tokens.js";
 
 export interface AppDeps {
   log: Logger;
@@ -20,6 +22,8 @@ export interface AppDeps {
   sandboxes: SandboxService;
   snapshots: SnapshotService;
   maxUploadBytes: number;
+  tokens: LinkTokens;
+  publicUrl: () => string;
   /** False until start-up recovery is done; /healthz answers 503 until then. */
   isReady: () => boolean;
 }
@@ -35,7 +39,8 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
     // Per-request lines would drown the structured events; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
-    routerOptions: { maxParamLength: 256 },
+    // Download-link tokens travel in the path.
+    routerOptions: { maxParamLength: 4096 },
   });
   installErrorHandling(app);
   await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });
@@ -54,6 +59,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
     await app.register(
       async (scope) => {
         sandboxRoutes(scope, d.sandboxes, d.snapshots);
+        downloadUrlRoute(scope, d.sandboxes, d.tokens, d.publicUrl);
         snapshotRoutes(scope, d.snapshots);
       },
       { prefix },
@@ -61,6 +67,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
   }
   executeRoutes(app, d.sandboxes);
   fileRoutes(app, d.sandboxes, d.maxUploadBytes);
+  downloadLinkRoutes(app, d.sandboxes, d.tokens);
   searchRoutes(app, d.sandboxes);
   wsExecuteRoutes(app, d.sandboxes, d.log);
   return app;

@@ -14,6 +14,7 @@ import { SnapshotService } from "./snapshots/snapshot-service.js";
 import { SandboxService } from "./sandboxes/sandbox-service.js";
 import { buildApp } from "./app.js";
 import { RetentionSweeper } from "./sandboxes/retention.js";
+import { LinkTokens } from "./auth/link-tokens.js";
 import { openSockets } from "./dataplane/ws-execute.js";
 import { sha256Hex } from "./util/ids.js";
 
@@ -61,7 +62,8 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtimes, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
 
   let ready = false;
-  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, isReady: () => ready });
+  const tokens = await LinkTokens.load(join(d, "link-secret"));
+  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, publicUrl: () => config.publicUrl, isReady: () => ready });
   await snapshots.recover();
   await sandboxes.recover();
   sandboxes.startMonitor();

@@ -164,3 +164,12 @@ export interface ExecuteResponse {
   stderr: string;
   exit_code: number;
 }
+
+/** POST /boxes/{name}/download-url: a link to one file that needs no API key. */
+export const downloadUrlRequest = z.object({
+  path: z.string().min(1).max(4096).refine((p) => p.startsWith("/"), { message: "must be an absolute path" }),
+  expires_in_seconds: z.number().int().min(1).max(10 * 365 * 24 * 3600).optional(),
+  content_type: z.string().min(1).max(255).regex(/^[\x20-\x7e]+$/, "printable ASCII only").optional(),
+  content_disposition: z.enum(["attachment", "inline"]).optional(),
+});
+export type DownloadUrlRequest = z.infer<typeof downloadUrlRequest>;

@@ -3,7 +3,7 @@ import type { IncomingMessage } from "node:http";
 import { PassThrough, type Readable } from "node:stream";
 import { filePathQuery } from "@sandbar/shared";
 import type { SandboxService } from "../sandboxes/sandbox-service.js";
-import { agentError, readAll } from "../agent/agent-client.js";
+import { agentError, readAll, type AgentClient } from "../agent/agent-client.js";
 import { parse } from "../http/validate.js";
 import { SandbarError } from "../util/errors.js";
 import { dataplaneParams } from "./params.js";
@@ -43,32 +43,41 @@ export function fileRoutes(app: FastifyInstance, sandboxes: SandboxService, maxU
     const { id } = parse(dataplaneParams, req.params, "params");
     const { path } = parse(filePathQuery, req.query, "query");
     const { agent } = await sandboxes.agentFor(req.workspaceId, id);
-    const headers: Record<string, string> = {};
-    for (const h of FORWARD_HEADERS) {
-      const v = req.headers[h];
-      if (typeof v === "string") headers[h] = v;
-    }
-    const res = await agent.request({ method: req.method, path: `/files?path=${encodeURIComponent(path)}`, headers });
-    const status = res.statusCode ?? 500;
-    if (status >= 400) {
-      const text = req.method === "HEAD" ? "" : await readAll(res);
-      res.resume();
-      if (status === 416) {
-        reply.header("content-range", res.headers["content-range"] ?? "");
-        throw new SandbarError("RANGE_NOT_SATISFIABLE", `requested range of '${path}' is past the end of the file`);
-      }
-      if (status === 404) throw new SandbarError("FILE_NOT_FOUND", `file '${path}' not found`);
-      throw agentError(status, text);
-    }
-    copyHeaders(res, reply);
-    reply.status(status).type("application/octet-stream");
-    if (req.method === "HEAD" || status === 304) {
-      res.resume();
-      return reply.send();
-    }
-    return reply.send(res);
+    return proxyDownload(req, reply, agent, path);
   };
   app.route({ method: ["GET", "HEAD"], url: "/dataplane/:id/download", handler: download });
+}
+
+/**
+ * Serve one file of the sandbox through its agent: method, Range, If-Range and
+ * If-None-Match pass through; the body streams.
+ */
+export async function proxyDownload(req: FastifyRequest, reply: FastifyReply, agent: AgentClient, path: string, override: Record<string, string> = {}): Promise<FastifyReply> {
+  const headers: Record<string, string> = {};
+  for (const h of FORWARD_HEADERS) {
+    const v = req.headers[h];
+    if (typeof v === "string") headers[h] = v;
+  }
+  const res = await agent.request({ method: req.method, path: `/files?path=${encodeURIComponent(path)}`, headers });
+  const status = res.statusCode ?? 500;
+  if (status >= 400) {
+    const text = req.method === "HEAD" ? "" : await readAll(res);
+    res.resume();
+    if (status === 416) {
+      reply.header("content-range", res.headers["content-range"] ?? "");
+      throw new SandbarError("RANGE_NOT_SATISFIABLE", `requested range of '${path}' is past the end of the file`);
+    }
+    if (status === 404) throw new SandbarError("FILE_NOT_FOUND", `file '${path}' not found`);
+    throw agentError(status, text);
+  }
+  copyHeaders(res, reply);
+  reply.status(status).type("application/octet-stream");
+  for (const [k, v] of Object.entries(override)) reply.header(k, v);
+  if (req.method === "HEAD" || status === 304) {
+    res.resume();
+    return reply.send();
+  }
+  return reply.send(res);
 }
 
 function copyHeaders(res: IncomingMessage, reply: FastifyReply): void {

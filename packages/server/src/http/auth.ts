@@ -16,7 +16,7 @@ export function installAuth(app: FastifyInstance, keys: ApiKeyService): void {
   app.decorateRequest("workspaceId", "");
   app.addHook("onRequest", async (req: FastifyRequest) => {
     const path = req.url.split("?")[0] ?? "";
-    if (PUBLIC.has(path)) return;
+    if (PUBLIC.has(path) || path.startsWith("/links/")) return;
     const header = req.headers["x-api-key"];
     req.workspaceId = await keys.authenticate(Array.isArray(header) ? header[0] : header);
   });
