@@ -372,7 +372,12 @@ export class SandboxService {
   private async recoverOne(s: SandboxRecord): Promise<void> {
     const log = this.d.log.child({ sandboxId: s.id });
     if (s.status === "ready") {
-      const state = await this.runtimeOf(s).state(this.containerId(s.id));
+      let state = await this.runtimeOf(s).state(this.containerId(s.id));
+      if (state === "paused") {
+        // The server died during a capture, between pause and resume.
+        await this.runtimeOf(s).resume(this.containerId(s.id)).catch(() => undefined);
+        state = await this.runtimeOf(s).state(this.containerId(s.id));
+      }
       const agent = s.net_index !== null ? new AgentClient(blockAt(this.d.config.subnet, s.net_index).sandboxIp, this.d.config.agentPort, s.agent_token) : undefined;
       if (state === "running" && agent && (await agent.health(2000))) {
         this.agents.set(s.id, agent);
@@ -385,7 +390,13 @@ export class SandboxService {
       log.warn({ state }, "sandbox found dead; marked stopped");
     } else if (s.status === "provisioning") {
       await this.releaseCompute(s);
-      await this.d.store.updateSandbox(s.id, { status: "failed", status_message: "server restarted while the sandbox was starting", updated_at: nowIso() });
+      // A start of a stopped sandbox keeps its files and can simply be started again.
+      const wasStopped = s.stopped_at !== null;
+      await this.d.store.updateSandbox(s.id, {
+        status: wasStopped ? "stopped" : "failed",
+        status_message: wasStopped ? "the server restarted while the sandbox was starting; files kept" : "server restarted while the sandbox was starting",
+        updated_at: nowIso(),
+      });
     } else if (s.status === "deleting") {
       await this.releaseCompute(s);
       await this.d.rootfs.destroy(s.id);
