@@ -3,8 +3,6 @@ import type { Readable } from "node:stream";
 import type { ErrorCode } from "@sandbar/shared";
 import { SandbarError } from "../util/errors.js";
 
-/** Shared keep-alive pool: one warm connection per sandbox agent is reused. */
-const pool = new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 8, keepAliveMsecs: 10_000 });
 
 const AGENT_ERRORS: Record<string, ErrorCode> = {
   FileNotFound: "FILE_NOT_FOUND",
@@ -41,6 +39,11 @@ const CONNECT_TIMEOUT_MS = 5000;
 export class AgentClient {
   private readonly inflight = new Set<http.ClientRequest>();
   private closedReason: string | undefined;
+  /**
+   * This client's own keep-alive pool. It dies with the client: a sandbox that stops and
+   * starts again gets a new client, and never an idle socket to its previous life.
+   */
+  private readonly pool = new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 8, keepAliveMsecs: 10_000 });
 
   constructor(
     readonly host: string,
@@ -58,7 +61,7 @@ export class AgentClient {
           port: this.port,
           method: req.method,
           path: req.path,
-          agent: pool,
+          agent: this.pool,
           headers: { authorization: `Bearer ${this.token}`, ...req.headers },
           timeout: req.timeoutMs,
           signal: req.signal,
@@ -93,6 +96,7 @@ export class AgentClient {
     this.closedReason = reason;
     for (const r of this.inflight) r.destroy(new Error(reason));
     this.inflight.clear();
+    this.pool.destroy();
   }
 
   /** JSON request; agent errors become SandbarErrors with stable codes. */

@@ -384,6 +384,7 @@ export class SandboxService {
         log.info("sandbox adopted");
         return;
       }
+      agent?.close("the sandbox is not running");
       await this.releaseCompute(s);
       const now = nowIso();
       await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: "stopped while the server was down; files kept", updated_at: now });
