@@ -450,7 +450,8 @@ export class SandboxService {
       }
       for (const s of ready) {
         const state = states.get(this.containerId(s.id)) ?? "missing";
-        if (state === "running") continue;
+        // Paused: a capture is copying its files right now.
+        if (state === "running" || state === "paused") continue;
         await this.lock.run(s.id, async () => {
           const cur = await this.d.store.getSandboxById(s.id);
           if (cur?.status !== "ready") return;
