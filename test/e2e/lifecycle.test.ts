@@ -50,6 +50,22 @@ describe("capture, stop/start and wake", () => {
     await fresh.delete();
   });
 
+  it("a capture that pauses a sandbox for a while is not mistaken for a dead sandbox", async () => {
+    // A monitor ticking every 50 ms sees the sandbox paused during this capture.
+    const fast = await startWorld(["busybox"], { config: { monitorIntervalMs: 50 } });
+    try {
+      const c = new SandboxClient({ endpoint: fast.t.url, apiKey: fast.t.apiKey });
+      const sb = await c.createSandbox({ snapshotName: "busybox" });
+      await sb.run("head -c 157286400 /dev/urandom > /root/big.bin", { timeout: 120 });
+      const snap = await sb.captureSnapshot("big", { timeout: 120 });
+      expect(snap.status).toBe("ready");
+      expect((await c.getSandboxStatus(sb.id)).status).toBe("ready");
+      expect((await sb.run("echo alive")).stdout).toBe("alive\n");
+    } finally {
+      await fast.stop();
+    }
+  });
+
   it("stop keeps files, start brings them back with the same dataplane_url; a data-plane request wakes a stopped sandbox", async () => {
     const sb = await client.createSandbox({ snapshotId: w.snapshots.python, name: "sleeper" });
     await sb.write("/root/state.txt", "hello");

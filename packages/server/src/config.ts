@@ -38,6 +38,8 @@ export interface ServerConfig {
   timeScale: number;
   /** How often the retention sweep runs, in real milliseconds. */
   retentionIntervalMs: number;
+  /** How often running sandboxes are checked for unexpected death, in milliseconds. */
+  monitorIntervalMs: number;
 }
 
 const GIB = 1024 * 1024 * 1024;
@@ -85,6 +87,7 @@ export function loadConfig(overrides: Partial<ServerConfig> = {}, env: NodeJS.Pr
     },
     maxUploadBytes: overrides.maxUploadBytes ?? intFrom(env.SANDBAR_MAX_UPLOAD_BYTES, 16 * GIB),
     timeScale: positive(overrides.timeScale ?? intFrom(env.SANDBAR_TIME_SCALE, 1), "SANDBAR_TIME_SCALE"),
+    monitorIntervalMs: positive(overrides.monitorIntervalMs ?? intFrom(env.SANDBAR_MONITOR_INTERVAL_MS, 2000), "SANDBAR_MONITOR_INTERVAL_MS"),
     retentionIntervalMs: positive(overrides.retentionIntervalMs ?? intFrom(env.SANDBAR_RETENTION_INTERVAL_MS, 10_000), "SANDBAR_RETENTION_INTERVAL_MS"),
   };
 }

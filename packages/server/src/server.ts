@@ -66,7 +66,7 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, publicUrl: () => config.publicUrl, isReady: () => ready });
   await snapshots.recover();
   await sandboxes.recover();
-  sandboxes.startMonitor();
+  sandboxes.startMonitor(config.monitorIntervalMs);
   const retention = new RetentionSweeper(store, sandboxes, config.timeScale, config.retentionIntervalMs, log.child({ component: "retention" }));
   retention.start();
   await app.listen({ host: config.host, port: config.port });
