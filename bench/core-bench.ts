@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
 import { startTestServer } from "../test/support/sandbar-server.js";
-import { fmt, summarize, timed, type Summary } from "./stats.js";
+import { printRows, summarize, timed, type Row } from "./stats.js";
 
 const run = promisify(execFile);
 
@@ -26,13 +26,6 @@ function runDetached(argv: string[]): Promise<void> {
   });
 }
 
-interface Row {
-  case: string;
-  unit: string;
-  ours: Summary;
-  baseline: Summary;
-  baselineName: string;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { creates: { type: "string", default: "20" }, execs: { type: "string", default: "200" }, out: { type: "string", default: "bench/results/core.json" } } });
@@ -110,13 +103,8 @@ async function main(): Promise<void> {
   const out = values.out;
   await mkdir(dirname(out), { recursive: true });
   await writeFile(out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
-  console.log("| case | ours min / median / p95 | baseline min / median / p95 | median ratio | baseline |");
-  console.log("| --- | --- | --- | --- | --- |");
-  for (const r of rows) {
-    const o = r.ours;
-    const b = r.baseline;
-    console.log(`| ${r.case} | ${fmt(o.min)} / ${fmt(o.median)} / ${fmt(o.p95)} ${r.unit} | ${fmt(b.min)} / ${fmt(b.median)} / ${fmt(b.p95)} ${r.unit} | ${fmt(o.median / b.median, 2)}x | ${r.baselineName} |`);
-  }
+  printRows(rows);
+
 }
 
 main().catch((e: unknown) => {

@@ -13,7 +13,7 @@ import { SandboxClient } from "@sandbar/sdk";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
 import { startTestServer } from "../test/support/sandbar-server.js";
-import { fmt, summarize, timed, type Summary } from "./stats.js";
+import { printRows, summarize, timed, type Row } from "./stats.js";
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   const img = await testImage("busybox");
   await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
   const t = await startTestServer();
-  const rows: { case: string; unit: string; ours: Summary; baseline: Summary; baselineName: string }[] = [];
+  const rows: Row[] = [];
   const scratch = await mkdtemp(join(tmpdir(), "sandbar-bench-copy-"));
   try {
     const client = new SandboxClient({ endpoint: t.url, apiKey: t.apiKey });
@@ -70,11 +70,8 @@ async function main(): Promise<void> {
   }
   await mkdir(dirname(values.out), { recursive: true });
   await writeFile(values.out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
-  console.log("| case | ours min / median / p95 | baseline min / median / p95 | median ratio | baseline |");
-  console.log("| --- | --- | --- | --- | --- |");
-  for (const r of rows) {
-    console.log(`| ${r.case} | ${fmt(r.ours.min)} / ${fmt(r.ours.median)} / ${fmt(r.ours.p95)} ${r.unit} | ${fmt(r.baseline.min)} / ${fmt(r.baseline.median)} / ${fmt(r.baseline.p95)} ${r.unit} | ${fmt(r.ours.median / r.baseline.median, 2)}x | ${r.baselineName} |`);
-  }
+  printRows(rows);
+
 }
 
 main().catch((e: unknown) => {

@@ -23,3 +23,23 @@ export async function timed(fn: () => Promise<unknown>): Promise<number> {
   await fn();
   return performance.now() - t0;
 }
+
+/** One benchmark row: our figure against a baseline measured in the same run. */
+export interface Row {
+  case: string;
+  unit: string;
+  ours: Summary;
+  baseline: Summary;
+  baselineName: string;
+}
+
+/** The markdown table docs/benchmarks.md quotes. */
+export function printRows(rows: Row[]): void {
+  console.log("| case | ours min / median / p95 | baseline min / median / p95 | median ratio | baseline |");
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const r of rows) {
+    const o = r.ours;
+    const b = r.baseline;
+    console.log(`| ${r.case} | ${fmt(o.min)} / ${fmt(o.median)} / ${fmt(o.p95)} ${r.unit} | ${fmt(b.min)} / ${fmt(b.median)} / ${fmt(b.p95)} ${r.unit} | ${fmt(o.median / b.median, 2)}x | ${r.baselineName} |`);
+  }
+}

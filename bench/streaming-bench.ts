@@ -14,7 +14,7 @@ import { SandboxClient } from "@sandbar/sdk";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
 import { startTestServer } from "../test/support/sandbar-server.js";
-import { fmt, summarize, timed } from "./stats.js";
+import { printRows, summarize, timed, type Row } from "./stats.js";
 
 const run = promisify(execFile);
 
@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   const img = await testImage("python");
   await pushImage(img.layoutDir, img.tag, registry.host, "python:latest");
   const t = await startTestServer();
-  const rows: Record<string, unknown>[] = [];
+  const rows: Row[] = [];
   try {
     const client = new SandboxClient({ endpoint: t.url, apiKey: t.apiKey });
     const snap = await client.createSnapshot("bench", `${registry.host}/python:latest`);
@@ -83,11 +83,8 @@ async function main(): Promise<void> {
   }
   await mkdir(dirname(values.out), { recursive: true });
   await writeFile(values.out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
-  console.log("| case | ours min / median / p95 | baseline min / median / p95 | median ratio | baseline |");
-  console.log("| --- | --- | --- | --- | --- |");
-  for (const r of rows as { case: string; unit: string; ours: ReturnType<typeof summarize>; baseline: ReturnType<typeof summarize>; baselineName: string }[]) {
-    console.log(`| ${r.case} | ${fmt(r.ours.min)} / ${fmt(r.ours.median)} / ${fmt(r.ours.p95)} ${r.unit} | ${fmt(r.baseline.min)} / ${fmt(r.baseline.median)} / ${fmt(r.baseline.p95)} ${r.unit} | ${fmt(r.ours.median / r.baseline.median, 2)}x | ${r.baselineName} |`);
-  }
+  printRows(rows);
+
 }
 
 main().catch((e: unknown) => {

@@ -3,19 +3,12 @@
  * against the same real server: when one client's behaviour drifts, a scenario fails for it.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { thrown } from "../support/thrown.js";
 import { startWorld, type World } from "../support/fixture.js";
 import { langsmithAdapter, sandbarAdapter, type ClientAdapter } from "../support/client-adapters.js";
 
 const GIB = 1024 ** 3;
 
-async function thrown(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected the call to throw");
-}
 
 interface Ctx {
   w: World;

@@ -3,19 +3,11 @@
  * LangSmith client (langsmith@0.12.0, unmodified) and @sandbar/sdk, against one sandbox.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { thrown } from "../support/thrown.js";
 import * as ls from "langsmith/experimental/sandbox";
 import { ResourceNotFoundError, SandboxClient, ValidationError, type Sandbox } from "@sandbar/sdk";
 import { startWorld, type World } from "../support/fixture.js";
 
-/** Await `p` and return what it threw (fails the test when it does not throw). */
-async function thrown(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected the call to throw");
-}
 
 const ROOT = "/work/proj";
 const NEEDLE = "a.b*c"; // regex-special: as a regex it would not even match itself

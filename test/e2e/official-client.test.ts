@@ -4,6 +4,7 @@
  * classes. Nothing here talks to the server except the client (and cleanup through the fixture).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { thrown } from "../support/thrown.js";
 import {
   LangSmithCommandTimeoutError,
   LangSmithResourceCreationError,
@@ -18,15 +19,6 @@ import { startWorld, type World } from "../support/fixture.js";
 
 const GIB = 1024 ** 3;
 
-/** Await `p` and return what it threw (fails the test when it does not throw). */
-async function thrown(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected the call to throw");
-}
 
 describe("official langsmith@0.12.0 SandboxClient against sandbar", () => {
   let w: World;

@@ -11,6 +11,7 @@
  * URLs and tunnels.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { thrown } from "../support/thrown.js";
 import {
   AuthenticationError,
   CommandTimeoutError,
@@ -24,14 +25,6 @@ import {
 } from "@sandbar/sdk";
 import { startWorld, type World } from "../support/fixture.js";
 
-async function thrown(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected the call to throw");
-}
 
 describe("@sandbar/sdk runs the LangSmith SDK docs' TypeScript examples", () => {
   let w: World;
