@@ -3,8 +3,7 @@ import { createReadStream } from "node:fs";
 import { createHash } from "node:crypto";
 import { createGunzip } from "node:zlib";
 import { spawn } from "node:child_process";
-import { PassThrough, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import { join } from "node:path";
 import { run } from "../util/proc.js";
 import { randomHex } from "../util/ids.js";
@@ -178,15 +177,34 @@ async function extractVerified(blobPath: string, dir: string): Promise<string> {
     tar.on("error", reject);
     tar.on("close", (code) => resolve(code ?? -1));
   });
-  const tee = new PassThrough();
-  tee.on("data", (c: Buffer) => hash.update(c));
-  try {
-    await pipeline(tarStream, tee, tar.stdin);
-  } catch (e) {
-    // tar quitting early breaks the pipe; its own message says why.
-    const code = await exited;
-    throw new Error(`unpacking layer failed: ${tarErr.trim() || (e as Error).message} (tar exit ${code})`);
-  }
+  // tar may exit as soon as it reads the end-of-archive blocks, before the record padding
+  // after them; the hash must still cover every byte, so the source is read to its end
+  // whatever tar does.
+  await new Promise<void>((resolve, reject) => {
+    let tarOpen = true;
+    const stdin = tar.stdin;
+    const closed = (): void => {
+      tarOpen = false;
+      tarStream.resume();
+    };
+    stdin.on("error", closed);
+    stdin.on("close", closed);
+    tarStream.on("data", (chunk: Buffer) => {
+      hash.update(chunk);
+      if (tarOpen && !stdin.write(chunk)) {
+        tarStream.pause();
+        stdin.once("drain", () => tarStream.resume());
+      }
+    });
+    tarStream.on("end", () => {
+      if (tarOpen) stdin.end();
+      resolve();
+    });
+    tarStream.on("error", (e) => {
+      stdin.destroy();
+      reject(new Error(`reading layer failed: ${e.message}`));
+    });
+  });
   const code = await exited;
   if (code !== 0) throw new Error(`unpacking layer failed: ${tarErr.trim()}`);
   return `sha256:${hash.digest("hex")}`;
