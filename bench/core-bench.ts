@@ -6,14 +6,14 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdir, rm, writeFile, mkdtemp } from "node:fs/promises";
-import { join, dirname } from "node:path";
+import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { promisify } from "node:util";
 import { parseArgs } from "node:util";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
 import { startTestServer } from "../test/support/sandbar-server.js";
-import { printRows, summarize, timed, type Row } from "./stats.js";
+import { report, runMain, summarize, timed, type Row } from "./stats.js";
 
 const run = promisify(execFile);
 
@@ -100,14 +100,7 @@ async function main(): Promise<void> {
     await registry.stop();
   }
 
-  const out = values.out;
-  await mkdir(dirname(out), { recursive: true });
-  await writeFile(out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
-  printRows(rows);
-
+  await report(values.out, rows);
 }
 
-main().catch((e: unknown) => {
-  console.error(e);
-  process.exitCode = 1;
-});
+runMain(main);

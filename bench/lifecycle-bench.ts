@@ -5,15 +5,15 @@
  *   npx tsx bench/lifecycle-bench.ts [--runs 3] [--out bench/results/lifecycle.json]
  */
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { parseArgs, promisify } from "node:util";
 import { SandboxClient } from "@sandbar/sdk";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
 import { startTestServer } from "../test/support/sandbar-server.js";
-import { printRows, summarize, timed, type Row } from "./stats.js";
+import { report, runMain, summarize, timed, type Row } from "./stats.js";
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -68,13 +68,7 @@ async function main(): Promise<void> {
     await t.stop();
     await registry.stop();
   }
-  await mkdir(dirname(values.out), { recursive: true });
-  await writeFile(values.out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
-  printRows(rows);
-
+  await report(values.out, rows);
 }
 
-main().catch((e: unknown) => {
-  console.error(e);
-  process.exitCode = 1;
-});
+runMain(main);

@@ -1,3 +1,5 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 /** Summary statistics for benchmark samples (milliseconds or any unit). */
 export interface Summary {
   n: number;
@@ -34,6 +36,21 @@ export interface Row {
 }
 
 /** The markdown table docs/benchmarks.md quotes. */
+/** Write the rows as JSON to `out` and print their table. */
+export async function report(out: string, rows: Row[]): Promise<void> {
+  await mkdir(dirname(out), { recursive: true });
+  await writeFile(out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
+  printRows(rows);
+}
+
+/** Run a benchmark's main, failing the process on error. */
+export function runMain(main: () => Promise<void>): void {
+  main().catch((e: unknown) => {
+    console.error(e);
+    process.exitCode = 1;
+  });
+}
+
 export function printRows(rows: Row[]): void {
   console.log("| case | ours min / median / p95 | baseline min / median / p95 | median ratio | baseline |");
   console.log("| --- | --- | --- | --- | --- |");

@@ -7,14 +7,12 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { SandboxClient } from "@sandbar/sdk";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
 import { startTestServer } from "../test/support/sandbar-server.js";
-import { printRows, summarize, timed, type Row } from "./stats.js";
+import { report, runMain, summarize, timed, type Row } from "./stats.js";
 
 const run = promisify(execFile);
 
@@ -81,13 +79,7 @@ async function main(): Promise<void> {
     await t.stop();
     await registry.stop();
   }
-  await mkdir(dirname(values.out), { recursive: true });
-  await writeFile(values.out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
-  printRows(rows);
-
+  await report(values.out, rows);
 }
 
-main().catch((e: unknown) => {
-  console.error(e);
-  process.exitCode = 1;
-});
+runMain(main);

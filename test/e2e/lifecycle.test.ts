@@ -93,20 +93,28 @@ describe("retention under scaled time", () => {
       // 60 s idle = 1 s here; 120 s after stop = 2 s here.
       const idle = await c.createSandbox({ snapshotName: "busybox", name: "idle", idleTtlSeconds: 60, deleteAfterStopSeconds: 120 });
       const never = await c.createSandbox({ snapshotName: "busybox", name: "never", idleTtlSeconds: 0 });
-      const busy = await c.createSandbox({ snapshotName: "busybox", name: "busy", idleTtlSeconds: 60, deleteAfterStopSeconds: 0 });
+      const busy = await c.createSandbox({ snapshotName: "busybox", name: "busy", idleTtlSeconds: 120, deleteAfterStopSeconds: 0 });
+      /** Poll a status: a stop itself takes a second or two on a loaded machine. */
+      const eventually = async (name: string, want: string): Promise<string> => {
+        let st = "";
+        for (let i = 0; i < 100 && st !== want; i++) {
+          st = (await c.getSandboxStatus(name)).status;
+          if (st !== want) await sleep(100);
+        }
+        return st;
+      };
       const t0 = Date.now();
       while (Date.now() - t0 < 2500) {
         await busy.run("true");
         await sleep(200);
       }
-      expect((await c.getSandboxStatus("idle")).status).toBe("stopped");
+      expect(await eventually("idle", "stopped")).toBe("stopped");
       expect((await c.getSandboxStatus("idle")).status_message).toContain("without activity");
       expect((await c.getSandboxStatus("never")).status).toBe("ready");
       expect((await c.getSandboxStatus("busy")).status).toBe("ready");
       await never.delete();
       // busy goes idle, stops, and (delete_after_stop 0) stays stopped.
-      await sleep(2000);
-      expect((await c.getSandboxStatus("busy")).status).toBe("stopped");
+      expect(await eventually("busy", "stopped")).toBe("stopped");
       // A restart in between: timers come from the store, not from memory.
       dataDir = w.t.dataDir;
       await w.t.server.close();

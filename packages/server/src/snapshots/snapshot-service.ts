@@ -68,12 +68,7 @@ export class SnapshotService {
       created_at: now,
       updated_at: now,
     };
-    try {
-      await this.store.insertSnapshot(rec);
-    } catch (e) {
-      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `snapshot name '${req.name}' is already in use`);
-      throw e;
-    }
+    await this.insert(rec);
     const build = this.build(rec).finally(() => {
       this.builds.delete(rec.id);
       // A failed build may leave layers nothing references.
@@ -110,12 +105,7 @@ export class SnapshotService {
       created_at: now,
       updated_at: now,
     };
-    try {
-      await this.store.insertSnapshot(rec);
-    } catch (e) {
-      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `snapshot name '${req.name}' is already in use`);
-      throw e;
-    }
+    await this.insert(rec);
     const job = this.runCapture(rec, parent, exportLayer).finally(() => {
       this.builds.delete(rec.id);
       void this.collectLayers();
@@ -142,6 +132,16 @@ export class SnapshotService {
       await this.store.updateSnapshot(rec.id, { status: "failed", status_message: `capture failed: ${message}`, updated_at: nowIso() });
     } finally {
       await rm(tar, { force: true });
+    }
+  }
+
+  /** Insert a new record and start tracking its build; a taken name is NAME_CONFLICT. */
+  private async insert(rec: SnapshotRecord): Promise<void> {
+    try {
+      await this.store.insertSnapshot(rec);
+    } catch (e) {
+      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `snapshot name '${rec.name}' is already in use`);
+      throw e;
     }
   }
 
