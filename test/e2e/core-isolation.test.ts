@@ -6,6 +6,32 @@ import { startWorld, type SandboxJson, type World } from "../support/fixture.js"
 const probe = (ip: string, port: number): string =>
   `python3 -c "import socket; s=socket.socket(); s.settimeout(2)\ntry:\n  s.connect(('${ip}', ${port})); print('open')\nexcept Exception as e:\n  print('blocked', type(e).__name__)"`;
 
+/** Python inside a sandbox: connect to ports 1-4096 and 8000 of `ip` at once, print the open ones. */
+const sweep = (ip: string): string =>
+  `python3 -c "
+import socket, selectors, time
+ports = list(range(1, 4097)) + [8000]
+opened = []
+for i in range(0, len(ports), 400):
+    sel = selectors.DefaultSelector()
+    socks = []
+    for p in ports[i:i + 400]:
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(('${ip}', p))
+        sel.register(s, selectors.EVENT_WRITE, p)
+        socks.append(s)
+    deadline = time.time() + 1.0
+    while sel.get_map() and time.time() < deadline:
+        for key, _ in sel.select(timeout=max(0, deadline - time.time())):
+            if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                opened.append(key.data)
+            sel.unregister(key.fileobj)
+    for s in socks:
+        s.close()
+print('open', ' '.join(map(str, sorted(opened))))
+"`;
+
 /** The sandbox's own address, found without sending a packet (UDP connect). */
 const OWN_IP = `python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('10.255.255.254', 9)); print(s.getsockname()[0])"`;
 
@@ -56,6 +82,12 @@ describe("isolation between sandboxes and from the host", () => {
     for (const port of [8000, 2024, 22]) {
       expect((await w.exec(a, probe(bIp, port))).body.stdout).toMatch(/^blocked/);
     }
+  });
+
+  it("A cannot connect to B on any port of a sweep; the same sweep inside B finds B's services (control)", async () => {
+    const inside = (await w.exec(b, sweep("127.0.0.1"))).body.stdout.trim();
+    expect(inside.split(" ")).toEqual(expect.arrayContaining(["2024", "8000"]));
+    expect((await w.exec(a, sweep(bIp))).body.stdout.trim()).toBe("open");
   });
 
   it("A cannot reach the host: not its gateway address, not the server's port, not host services", async () => {

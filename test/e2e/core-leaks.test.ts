@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWorld, type World } from "../support/fixture.js";
-import { hostResources, hostVeths, stillPresent } from "../support/host-resources.js";
+import { hostResources, hostVeths, orphanFirewallRules, stillPresent } from "../support/host-resources.js";
 
 describe("host resources after many sandboxes", () => {
   let w: World;
@@ -12,7 +12,7 @@ describe("host resources after many sandboxes", () => {
     await w?.stop();
   });
 
-  it("leaves no container, netns, mount, loop device or directory after 20 create/delete cycles", async () => {
+  it("leaves no container, netns, firewall rule, mount, loop device or directory after 20 create/delete cycles", async () => {
     const ids: string[] = [];
     const veths: { ifindex: number; name: string }[] = [];
     for (let batch = 0; batch < 5; batch++) {
@@ -32,6 +32,7 @@ describe("host resources after many sandboxes", () => {
     expect(new Set(ids).size).toBe(20);
     expect(veths.length).toBe(20);
     expect(stillPresent(veths)).toEqual([]);
+    expect(orphanFirewallRules(veths.map((v) => Number(v.name.replace(/^sbx/, ""))))).toEqual([]);
     expect(await hostResources(w.t.dataDir)).toEqual({ containers: [], netns: [], mounts: [], loops: [], sandboxDirs: [] });
   });
 });

@@ -71,3 +71,20 @@ export async function hostResources(dataDir: string, runtime: "runsc" | "runc" =
     sandboxDirs,
   };
 }
+
+/**
+ * Of these veth indexes (sbxN), the ones whose per-sandbox firewall chains or set (fN, iN, pN,
+ * aN in `inet sandbar`) still exist although no veth sbxN does: rules that outlived their sandbox.
+ * An index another server's sandbox has claimed since (its veth exists) is not counted.
+ */
+export function orphanFirewallRules(indexes: number[]): number[] {
+  let listing = "";
+  try {
+    listing = execFileSync("nft", ["list", "table", "inet", "sandbar"], { encoding: "utf8" });
+  } catch {
+    return [];
+  }
+  const names = new Set([...listing.matchAll(/^\s*(?:chain|set) ([fipa]\d+) \{/gm)].map((m) => m[1] as string));
+  const links = new Set(lines("ip", ["-o", "link", "show"]).map((l) => /^\d+: ([^@:]+)/.exec(l)?.[1]));
+  return indexes.filter((n) => !links.has(`sbx${n}`) && ["f", "i", "p", "a"].some((c) => names.has(`${c}${n}`)));
+}

@@ -20,7 +20,7 @@ import { runCommand } from "./run-command.js";
 export { buildImageFromRootfs } from "./oci-build.js";
 export type { BuildImageOptions, BuiltImage } from "./oci-build.js";
 
-export type TestImageName = "busybox" | "python" | "python-extra";
+export type TestImageName = "busybox" | "python" | "python-extra" | "databases";
 
 export interface TestImage {
   layoutDir: string;
@@ -65,6 +65,14 @@ const PYTHON = {
   cmd: ["/usr/bin/python3"],
 } as const;
 
+/** PostgreSQL and Redis from Debian, for tunnel tests (the seed's Postgres example). */
+const DATABASES = {
+  ...PYTHON,
+  include: ["postgresql-15", "redis-server", "bash", "procps"],
+  cmd: ["/bin/bash"],
+  check: "usr/lib/postgresql/15/bin/postgres",
+} as const;
+
 const PYTHON_EXTRA = {
   files: {
     "opt/extra/hello.txt": { content: "extra\n", mode: 0o644 },
@@ -91,6 +99,7 @@ const RECIPES: Record<TestImageName, Recipe> = {
   busybox: { spec: BUSYBOX, build: buildBusybox },
   python: { spec: PYTHON, build: buildPython },
   "python-extra": { spec: PYTHON_EXTRA, base: "python", build: buildPythonExtra },
+  databases: { spec: DATABASES, build: (c) => buildDebian(c, "databases", { ...DATABASES }) },
 };
 
 export function testCacheRoot(): string {
@@ -242,7 +251,23 @@ async function downloadDeb(pkg: string, dir: string): Promise<string> {
   return join(dir, deb);
 }
 
-async function buildPython({ workDir, layoutDir }: BuildContext): Promise<void> {
+function buildPython(context: BuildContext): Promise<void> {
+  return buildDebian(context, "python", { ...PYTHON, check: "usr/bin/python3" });
+}
+
+interface DebianSpec {
+  suite: string;
+  variant: string;
+  include: readonly string[];
+  dpkgOptions: readonly string[];
+  env: readonly string[];
+  cmd: readonly string[];
+  /** An executable the image must contain. */
+  check: string;
+}
+
+async function buildDebian({ workDir, layoutDir }: BuildContext, name: string, spec: DebianSpec): Promise<void> {
+  const PYTHON = spec;
   const rootfs = join(workDir, "rootfs");
   // In root mode mmdebstrap mounts proc, sys, devpts and the host's /dev/shm into the rootfs. In
   // a private mount namespace those mounts vanish with it even if it is killed mid-build.
@@ -257,10 +282,10 @@ async function buildPython({ workDir, layoutDir }: BuildContext): Promise<void> 
   ];
   await runCommand("unshare", ["--mount", "--propagation", "private", "--", ...mmdebstrap], { killWithParent: true });
   await tidyDebianRootfs(rootfs);
-  await access(join(rootfs, "usr", "bin", "python3"), constants.X_OK).catch((error: unknown) => {
-    throw new Error("mmdebstrap produced no executable /usr/bin/python3", { cause: error });
+  await access(join(rootfs, spec.check), constants.X_OK).catch((error: unknown) => {
+    throw new Error(`mmdebstrap produced no executable /${spec.check}`, { cause: error });
   });
-  await packRootfs(rootfs, layoutDir, { env: [...PYTHON.env], cmd: [...PYTHON.cmd], createdBy: "sandbar test image: python" }, "move");
+  await packRootfs(rootfs, layoutDir, { env: [...spec.env], cmd: [...spec.cmd], createdBy: `sandbar test image: ${name}` }, "move");
 }
 
 /**

@@ -21,6 +21,7 @@ const (
 	Conflict         = "Conflict"
 	NoSpace          = "NoSpace"
 	PermissionDenied = "PermissionDenied"
+	DialFailed       = "DialFailed"
 	Internal         = "Internal"
 )
 
@@ -35,6 +36,7 @@ var statuses = map[string]int{
 	Conflict:         http.StatusConflict,
 	NoSpace:          http.StatusInsufficientStorage,
 	PermissionDenied: http.StatusForbidden,
+	DialFailed:       http.StatusBadGateway,
 	Internal:         http.StatusInternalServerError,
 }
 

@@ -90,6 +90,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.route(w, r, map[string]http.HandlerFunc{http.MethodPost: s.handleGlob})
 	case path == "/grep":
 		s.route(w, r, map[string]http.HandlerFunc{http.MethodPost: s.handleGrep})
+	case path == "/dial":
+		s.route(w, r, map[string]http.HandlerFunc{http.MethodGet: s.handleDial})
 	default:
 		apierr.Write(w, apierr.New(apierr.BadRequest, "no route for %s %s", r.Method, path).WithStatus(http.StatusNotFound))
 	}

@@ -8,12 +8,26 @@ export class CliError extends Error {}
 /** Parsed command line: positional arguments and --flags. */
 export interface Args {
   positionals: string[];
-  flags: Record<string, string | boolean | undefined>;
+  flags: Record<string, string | boolean | (string | boolean)[] | undefined>;
 }
 
 export function flag(args: Args, name: string): string | undefined {
   const v = args.flags[name];
   return typeof v === "string" ? v : undefined;
+}
+
+/** All values of a repeatable flag; each may also hold a comma-separated list. */
+export function flagList(args: Args, name: string): string[] {
+  const v = args.flags[name];
+  const all = Array.isArray(v) ? v : v === undefined ? [] : [v];
+  return all.flatMap((x) => (typeof x === "string" ? x.split(",") : [])).map((x) => x.trim()).filter((x) => x !== "");
+}
+
+/** A TCP port argument: an integer from `min` (1, or 0 for "any free port") to 65535. */
+export function portArg(value: string, what: string, min = 1): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > 65535) throw new CliError(`${what} must be a port number from ${min} to 65535, not '${value}'`);
+  return n;
 }
 
 export function need(args: Args, index: number, what: string): string {

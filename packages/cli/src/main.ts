@@ -7,6 +7,8 @@ import { key } from "./commands/key/key.js";
 import { snapshot } from "./commands/snapshot/snapshot.js";
 import { sandbox } from "./commands/sandbox/sandbox.js";
 import { image } from "./commands/image/image.js";
+import { tunnel } from "./commands/tunnel.js";
+import { serviceUrl } from "./commands/service-url.js";
 
 const USAGE = `usage: sandbar <command>
   serve [--port P] [--host H] [--data-dir D] [--runtime runsc|runc] [--public-url URL]
@@ -14,13 +16,21 @@ const USAGE = `usage: sandbar <command>
   image build-debian NAME [--packages python3,bash] [--suite bookworm] | image import NAME SOURCE [--tag T]
   image ls | image rm NAME          (local images: docker_image sandbar.local/NAME:TAG)
   snapshot create NAME --image IMAGE [--fs-capacity BYTES] | ls | get ID | rm ID
-  sandbox create --snapshot S [--name N] | ls | get N | rm N | stop N | start N
+  sandbox create --snapshot S [--name N] [--egress deny_all|allow_all|allow_list]
+                 [--allow-cidr CIDR]... [--allow-domain NAME]... | ls | get N | rm N | stop N | start N
   sandbox exec NAME -- COMMAND... (streams) | sandbox shell NAME (interactive pty)
   sandbox cp SRC DST   (one side SANDBOX:/path)
+  tunnel SANDBOX REMOTE_PORT [LOCAL_PORT] [--host H]   (forward a local port until Ctrl-C; default a free one)
+  service-url SANDBOX PORT [--expires SECONDS]          (token URL for an HTTP service in the sandbox)
 common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
 
-const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell"];
-const OPTIONS = Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }]));
+const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires"];
+/** Flags that may be repeated (values collect in a list). */
+const LIST_FLAGS = ["allow-cidr", "allow-domain"];
+const OPTIONS = {
+  ...Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
+  ...Object.fromEntries(LIST_FLAGS.map((f) => [f, { type: "string" as const, multiple: true }])),
+};
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: false, options: OPTIONS });
@@ -41,6 +51,10 @@ async function main(argv: string[]): Promise<number> {
     case "image":
       await image(args);
       return 0;
+    case "tunnel":
+      return tunnel(args);
+    case "service-url":
+      return serviceUrl(args);
     case undefined:
     case "help":
       process.stdout.write(`${USAGE}\n`);

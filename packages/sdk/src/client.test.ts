@@ -150,6 +150,53 @@ describe("requests", () => {
   });
 });
 
+describe("network policy", () => {
+  it("createSandbox sends networkPolicy as the wire's network_policy, lists only when given", async () => {
+    const s = server({ "POST /v2/sandboxes/boxes": () => json(201, { ...SANDBOX, network_policy: { egress: "deny_all", allow_cidrs: [], allow_domains: [] } }) });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    const sb = await c.createSandbox({ snapshotName: "python", networkPolicy: { egress: "deny_all" } });
+    expect(sb.info.network_policy).toEqual({ egress: "deny_all", allow_cidrs: [], allow_domains: [] });
+    await c.createSandbox("sn-1", { networkPolicy: { egress: "allow_list", allowCidrs: ["10.0.0.0/8", "1.1.1.1"], allowDomains: ["pypi.org", "*.example.com"] } });
+    await c.createSandbox("sn-1", { networkPolicy: { egress: "allow_all", allowCidrs: ["169.254.169.254"] } });
+    await c.createSandbox("sn-1");
+    const bodies = s.calls.map((x) => x.body as Record<string, unknown>);
+    expect(bodies[0]?.network_policy).toEqual({ egress: "deny_all" });
+    expect(bodies[1]?.network_policy).toEqual({ egress: "allow_list", allow_cidrs: ["10.0.0.0/8", "1.1.1.1"], allow_domains: ["pypi.org", "*.example.com"] });
+    expect(bodies[2]?.network_policy).toEqual({ egress: "allow_all", allow_cidrs: ["169.254.169.254"] });
+    expect(bodies[3]).not.toHaveProperty("network_policy");
+  });
+
+  it("updateSandbox replaces the policy, alone or with other changes", async () => {
+    const s = server({ "PATCH /v2/sandboxes/boxes/box": () => json(200, SANDBOX) });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    await c.updateSandbox("box", { networkPolicy: { egress: "allow_list", allowDomains: ["github.com"] } });
+    await c.updateSandbox("box", { idleTtlSeconds: 600, networkPolicy: { egress: "allow_all" } });
+    expect(s.calls.map((x) => x.body)).toEqual([
+      { network_policy: { egress: "allow_list", allow_domains: ["github.com"] } },
+      { idle_ttl_seconds: 600, network_policy: { egress: "allow_all" } },
+    ]);
+  });
+});
+
+describe("service URLs", () => {
+  it("client.serviceUrl and sandbox.service POST the port and lifetime to /boxes/{name}/service-url", async () => {
+    const view = { browser_url: "http://b/__sandbar/auth?token=t1", service_url: "http://h/svc/sb-1/8000", token: "t1", expires_at: new Date(Date.now() + 3600_000).toISOString() };
+    const s = server({
+      "POST /v2/sandboxes/boxes/box/service-url": () => json(200, view),
+      "POST /v2/sandboxes/boxes/sb-1/service-url": () => json(200, view),
+      "GET /v2/sandboxes/boxes/box": () => json(200, SANDBOX),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    const svc = await c.serviceUrl("box", 8000, { expiresInSeconds: 600 });
+    expect([svc.port, svc.browserUrl, svc.serviceUrl, svc.token, svc.expiresAt]).toEqual([8000, view.browser_url, view.service_url, "t1", view.expires_at]);
+    await (await c.getSandbox("box")).service(3000);
+    expect(s.calls.filter((x) => x.method === "POST").map((x) => [x.url, x.body])).toEqual([
+      ["http://h/v2/sandboxes/boxes/box/service-url", { port: 8000, expires_in_seconds: 600 }],
+      ["http://h/v2/sandboxes/boxes/sb-1/service-url", { port: 3000 }],
+    ]);
+  });
+});
+
 describe("scoped forms", () => {
   function world(): { c: SandboxClient; calls: Call[] } {
     const s = server({

@@ -1,8 +1,9 @@
-import type { SandboxView, SnapshotView } from "@sandbar/shared";
+import type { NetworkPolicy, SandboxView, ServiceUrlView, SnapshotView } from "@sandbar/shared";
 import { call, callJson, type HttpSettings } from "./http.js";
 import { ResourceCreationError, ResourceTimeoutError } from "./errors.js";
 import { Sandbox } from "./sandbox.js";
-import type { CreateSandboxOptions, SandboxInfo, Snapshot } from "./types.js";
+import { ServiceUrl, type ServiceUrlOptions } from "./service-url.js";
+import type { CreateSandboxOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
 import type { WebSocketConstructor } from "./ws-stream.js";
 
 /** Options of {@link SandboxClient}. @example `new SandboxClient({ endpoint: "http://127.0.0.1:8080", apiKey: "sb_...", maxRetries: 5 })` */
@@ -28,6 +29,14 @@ function env(name: string): string | undefined {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The wire form of a network policy (lists the caller left out are not sent; the server defaults them to []). */
+export function networkPolicyToWire(p: NetworkPolicyOptions): Partial<NetworkPolicy> & Pick<NetworkPolicy, "egress"> {
+  const wire: Partial<NetworkPolicy> & Pick<NetworkPolicy, "egress"> = { egress: p.egress };
+  if (p.allowCidrs !== undefined) wire.allow_cidrs = p.allowCidrs;
+  if (p.allowDomains !== undefined) wire.allow_domains = p.allowDomains;
+  return wire;
 }
 
 /**
@@ -119,6 +128,24 @@ export class SandboxClient {
     });
   }
 
+  /**
+   * A token URL for an HTTP service listening on `port` inside a sandbox. The returned
+   * {@link ServiceUrl} refreshes its token (asking this endpoint again, with the same
+   * `expiresInSeconds`) when it nears expiry.
+   *
+   * @example
+   * ```ts
+   * const svc = await client.serviceUrl("box-1", 8000, { expiresInSeconds: 600 });
+   * console.log(svc.browserUrl);
+   * const res = await svc.fetch("/healthz");
+   * ```
+   */
+  async serviceUrl(sandboxNameOrId: string, port: number, opts: ServiceUrlOptions = {}): Promise<ServiceUrl> {
+    const mint = (): Promise<ServiceUrlView> =>
+      callJson<ServiceUrlView>(this.http, this.url(`/boxes/${encodeURIComponent(sandboxNameOrId)}/service-url`), "POST", { port, expires_in_seconds: opts.expiresInSeconds }, { idempotent: true });
+    return new ServiceUrl(await mint(), port, mint, this.http.fetch);
+  }
+
   /** Get a snapshot by id or name. @example `const s = await client.getSnapshot("python")` */
   getSnapshot(idOrName: string): Promise<Snapshot> {
     return callJson<SnapshotView>(this.http, this.url(`/snapshots/${encodeURIComponent(idOrName)}`), "GET");
@@ -183,6 +210,7 @@ export class SandboxClient {
       mem_bytes: o.memBytes,
       fs_capacity_bytes: o.fsCapacityBytes,
       labels: o.labels,
+      network_policy: o.networkPolicy && networkPolicyToWire(o.networkPolicy),
     };
     const info = await callJson<SandboxView>(this.http, this.url("/boxes"), "POST", body, { signal: AbortSignal.timeout((timeout + 30) * 1000) });
     return new Sandbox(info, this, this.http);
@@ -222,17 +250,24 @@ export class SandboxClient {
   }
 
   /**
-   * Rename a sandbox or change its retention timers.
+   * Rename a sandbox, change its retention timers, or replace its egress policy (a running
+   * sandbox gets the new policy at once).
    *
    * @example
    * ```ts
    * await client.updateSandbox("box-1", { idleTtlSeconds: 1800, deleteAfterStopSeconds: 2592000 });
+   * await client.updateSandbox("box-1", { networkPolicy: { egress: "allow_list", allowDomains: ["pypi.org"] } });
    * await client.updateSandbox("box-1", "box-2"); // rename
    * ```
    */
-  async updateSandbox(nameOrId: string, update: string | { newName?: string; idleTtlSeconds?: number; deleteAfterStopSeconds?: number }): Promise<Sandbox> {
-    const u = typeof update === "string" ? { newName: update } : update;
-    const body = { name: u.newName, idle_ttl_seconds: u.idleTtlSeconds, delete_after_stop_seconds: u.deleteAfterStopSeconds };
+  async updateSandbox(nameOrId: string, update: string | UpdateSandboxOptions): Promise<Sandbox> {
+    const u: UpdateSandboxOptions = typeof update === "string" ? { newName: update } : update;
+    const body = {
+      name: u.newName,
+      idle_ttl_seconds: u.idleTtlSeconds,
+      delete_after_stop_seconds: u.deleteAfterStopSeconds,
+      network_policy: u.networkPolicy && networkPolicyToWire(u.networkPolicy),
+    };
     return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), "PATCH", body, { idempotent: u.newName === undefined }), this, this.http);
   }
 

@@ -86,6 +86,7 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   QUOTA_EXCEEDED: QuotaExceededError,
   UNSCHEDULABLE: ResourceCreationError,
   SANDBOX_CONNECTION_ERROR: SandboxConnectionError,
+  SERVICE_UNAVAILABLE: SandboxConnectionError,
   COMMAND_TIMEOUT: CommandTimeoutError,
   COMMAND_NOT_FOUND: CommandNotFoundError,
   SESSION_EXPIRED: SessionExpiredError,

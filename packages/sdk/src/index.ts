@@ -18,6 +18,8 @@ export {
   SandboxOperationError,
   ERROR_CLASSES,
 } from "./errors.js";
-export type { ExecutionResult, CreateSandboxOptions, RunOptions, Snapshot, SandboxInfo } from "./types.js";
+export type { ExecutionResult, CreateSandboxOptions, UpdateSandboxOptions, NetworkPolicyOptions, EgressMode, RunOptions, Snapshot, SandboxInfo } from "./types.js";
+export { ServiceUrl, SERVICE_TOKEN_HEADER, type ServiceUrlOptions } from "./service-url.js";
+export { TunnelError, type Tunnel, type TunnelOptions } from "./tunnel.js";
 export type { FileInfo, GlobResult, GrepMatch, GrepResult, GlobOptions, GrepOptions, FileStat, FileChunk, ReadRangeOptions } from "./search.js";
 export type { WebSocketConstructor, WebSocketLike } from "./ws-stream.js";

@@ -5,6 +5,8 @@ import { CommandHandle, type Reattach } from "./command-handle.js";
 import { defaultWebSocket, MessageStream, type WebSocketConstructor } from "./ws-stream.js";
 import { SandboxConnectionError } from "./errors.js";
 import type { SandboxClient } from "./client.js";
+import type { ServiceUrl, ServiceUrlOptions } from "./service-url.js";
+import type { Tunnel, TunnelOptions } from "./tunnel.js";
 import { fileSearch, readFileRange, statFile, type FileChunk, type FileStat, type GlobOptions, type GlobResult, type GrepOptions, type GrepResult, type ReadRangeOptions } from "./search.js";
 
 /**
@@ -202,6 +204,43 @@ export class Sandbox implements AsyncDisposable {
    */
   generateDownloadURL(path: string, opts: { expiresInSeconds?: number; contentType?: string; contentDisposition?: "attachment" | "inline" } = {}): Promise<{ download_url: string; token: string; expires_at: string | null }> {
     return this.client.generateDownloadURL(this.info.id, path, opts);
+  }
+
+  /**
+   * A token URL for an HTTP service listening on `port` in this sandbox: `browserUrl` for
+   * people, `fetch(path)` (token header included, refreshed near expiry) for code.
+   *
+   * @example
+   * ```ts
+   * await sb.run("python3 -m http.server 8000 >/dev/null 2>&1 &");
+   * const svc = await sb.service(8000, { expiresInSeconds: 3600 });
+   * console.log(svc.browserUrl);
+   * console.log((await svc.fetch("/")).status);
+   * ```
+   */
+  service(port: number, opts: ServiceUrlOptions = {}): Promise<ServiceUrl> {
+    return this.client.serviceUrl(this.info.id, port, opts);
+  }
+
+  /**
+   * Forward a local TCP port to `remotePort` inside this sandbox (Node only). Resolves once the
+   * local port is listening and the tunnel's WebSocket is open; rejects when the local port is
+   * taken or the sandbox cannot be reached. Every local connection is one multiplexed stream.
+   *
+   * @example
+   * ```ts
+   * await using tunnel = await sb.tunnel(5432, { localPort: 15432 });
+   * // psql -h 127.0.0.1 -p 15432 ... reaches port 5432 in the sandbox
+   * const random = await sb.tunnel(8000); // a free local port: random.localPort
+   * await random.close();
+   * ```
+   */
+  async tunnel(remotePort: number, opts: TunnelOptions = {}): Promise<Tunnel> {
+    const ctor = this.http.webSocket ?? (await defaultWebSocket());
+    if (!ctor) throw new SandboxConnectionError("tunnel needs a WebSocket implementation (install the 'ws' package or pass webSocket)", undefined, undefined);
+    const { openTunnel } = await import("./node/tunnel.js");
+    const headers: Record<string, string> = this.http.apiKey ? { "X-Api-Key": this.http.apiKey } : {};
+    return openTunnel({ ctor, url: `${this.dataplaneUrl.replace(/^http/, "ws")}/tunnel`, headers, remotePort, localPort: opts.localPort, host: opts.host });
   }
 
   /**

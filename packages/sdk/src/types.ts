@@ -2,8 +2,42 @@ import type { SandboxView, SnapshotView } from "@sandbar/shared";
 
 /** A snapshot as the server describes it. @example `const s: Snapshot = await client.getSnapshot("python"); s.status` */
 export type Snapshot = SnapshotView;
-/** A sandbox's fields as the server describes them. @example `const info: SandboxInfo = sb.info; info.dataplane_url` */
+/**
+ * A sandbox's fields as the server describes them (snake_case, as on the wire), including its
+ * egress policy as `network_policy: { egress, allow_cidrs, allow_domains }`.
+ *
+ * @example `const info: SandboxInfo = sb.info; info.dataplane_url; info.network_policy.egress`
+ */
 export type SandboxInfo = SandboxView;
+
+/**
+ * Egress modes: `"deny_all"` (no outbound connections), `"allow_all"` (any public
+ * destination) or `"allow_list"` (only `allowCidrs` and `allowDomains`).
+ *
+ * @example `const mode: EgressMode = "allow_list"`
+ */
+export type EgressMode = "deny_all" | "allow_all" | "allow_list";
+
+/**
+ * Where a sandbox may open connections, in the SDK's camelCase (sent as the wire's
+ * `network_policy: { egress, allow_cidrs, allow_domains }`). The host, the server and other
+ * sandboxes are unreachable in every mode; loopback, link-local (cloud metadata), multicast
+ * and reserved ranges only when an `allowCidrs` entry names them. The server validates it:
+ * `deny_all` takes no lists, `allow_all` no `allowDomains`.
+ *
+ * @example
+ * ```ts
+ * const policy: NetworkPolicyOptions = { egress: "allow_list", allowCidrs: ["10.0.0.0/8"], allowDomains: ["pypi.org", "*.pythonhosted.org"] };
+ * await client.createSandbox({ snapshotName: "python", networkPolicy: policy });
+ * ```
+ */
+export interface NetworkPolicyOptions {
+  egress: EgressMode;
+  /** IPv4 addresses or CIDR blocks, e.g. `"10.1.2.3"` or `"10.0.0.0/8"` (allow_list and allow_all). */
+  allowCidrs?: string[];
+  /** Domain names, or `*.` plus a name for any of its subdomains (allow_list only). */
+  allowDomains?: string[];
+}
 
 /** Result of a finished command. @example `const { stdout, exit_code, success }: ExecutionResult = await sb.run("ls")` */
 export interface ExecutionResult {
@@ -25,10 +59,26 @@ export interface CreateSandboxOptions {
   memBytes?: number;
   fsCapacityBytes?: number;
   labels?: Record<string, string>;
+  /** Egress policy (default: the server's default mode, `allow_all` unless its operator set SANDBAR_DEFAULT_EGRESS). */
+  networkPolicy?: NetworkPolicyOptions;
   /** Wait until the sandbox is ready (default true). */
   waitForReady?: boolean;
   /** Seconds to wait for ready (default 30). */
   timeout?: number;
+}
+
+/**
+ * Changes of {@link SandboxClient.updateSandbox}; omitted fields stay as they are.
+ *
+ * @example `await client.updateSandbox("box-1", { idleTtlSeconds: 1800, networkPolicy: { egress: "deny_all" } })`
+ */
+export interface UpdateSandboxOptions {
+  /** Rename the sandbox. */
+  newName?: string;
+  idleTtlSeconds?: number;
+  deleteAfterStopSeconds?: number;
+  /** Replace the egress policy; a running sandbox gets the new one at once. */
+  networkPolicy?: NetworkPolicyOptions;
 }
 
 /** Options of {@link Sandbox.run}. @example `await sb.run("make", { timeout: 600, cwd: "/src", onStdout: (d) => process.stdout.write(d) })` */

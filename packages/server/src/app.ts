@@ -1,3 +1,5 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import websocket from "@fastify/websocket";
 import multipart from "@fastify/multipart";
@@ -15,6 +17,8 @@ import { searchRoutes } from "./dataplane/search-routes.js";
 import { wsExecuteRoutes } from "./dataplane/ws-execute.js";
 import { downloadLinkRoutes, downloadUrlRoute } from "./dataplane/download-links.js";
 import type { LinkTokens } from "./auth/link-tokens.js";
+import { ServiceProxy, serviceUrlRoute } from "./dataplane/service-proxy.js";
+import { tunnelRoutes } from "./dataplane/tunnel.js";
 
 export interface AppDeps {
   log: Logger;
@@ -24,6 +28,10 @@ export interface AppDeps {
   maxUploadBytes: number;
   tokens: LinkTokens;
   publicUrl: () => string;
+  /** Wildcard domain for service URLs (config.serviceDomain). */
+  serviceDomain: string | undefined;
+  /** Port the agent listens on inside sandboxes; tunnels may not reach it. */
+  agentPort: number;
   /** False until start-up recovery is done; /healthz answers 503 until then. */
   isReady: () => boolean;
 }
@@ -50,6 +58,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser("text/plain");
   app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
   installAuth(app, d.keys);
+  interceptServiceTraffic(app, new ServiceProxy(d.sandboxes, d.tokens, d.log.child({ component: "service-proxy" })));
 
   app.get("/healthz", async (_req, reply) => {
     if (!d.isReady()) return reply.status(503).send({ status: "starting" });
@@ -60,6 +69,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
       async (scope) => {
         sandboxRoutes(scope, d.sandboxes, d.snapshots);
         downloadUrlRoute(scope, d.sandboxes, d.tokens, d.publicUrl);
+        serviceUrlRoute(scope, d.sandboxes, d.tokens, { publicUrl: d.publicUrl, serviceDomain: d.serviceDomain });
         snapshotRoutes(scope, d.snapshots);
       },
       { prefix },
@@ -70,5 +80,28 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
   downloadLinkRoutes(app, d.sandboxes, d.tokens);
   searchRoutes(app, d.sandboxes);
   wsExecuteRoutes(app, d.sandboxes, d.log);
+  tunnelRoutes(app, d.sandboxes, d.log, d.agentPort);
   return app;
+}
+
+/**
+ * Service-URL traffic (a `{port}--{id}` host or a `/svc/` path) bypasses the router: it is
+ * authenticated by its own token and forwarded byte for byte, upgrades included.
+ */
+function interceptServiceTraffic(app: FastifyInstance, proxy: ServiceProxy): void {
+  const server = app.server;
+  const emit = server.emit.bind(server) as (event: string, ...args: unknown[]) => boolean;
+  server.emit = ((event: string, ...args: unknown[]) => {
+    if (event === "request" || event === "upgrade") {
+      const req = args[0] as IncomingMessage;
+      const target = proxy.match(req);
+      if (target) {
+        if (event === "request") proxy.handleRequest(req, args[1] as ServerResponse, target);
+        else proxy.handleUpgrade(req, args[1] as Duplex, args[2] as Buffer, target);
+        return true;
+      }
+    }
+    return emit(event, ...args);
+  }) as typeof server.emit;
+  app.addHook("onClose", async () => proxy.closeAll());
 }

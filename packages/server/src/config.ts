@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { EGRESS_MODES, type EgressMode } from "@sandbar/shared";
 
 /** Which OCI runtime runs sandboxes. */
 export type RuntimeName = "runsc" | "runc";
@@ -28,7 +29,17 @@ export interface ServerConfig {
     vcpus: number;
     memBytes: number;
     fsCapacityBytes: number;
+    /** Egress of sandboxes created without a network_policy (SANDBAR_DEFAULT_EGRESS). */
+    egress: EgressMode;
   };
+  /** Resolvers ("ip" or "ip:port") the sandboxes' DNS proxy forwards to; empty = /etc/resolv.conf. */
+  dnsUpstreams: string[];
+  /**
+   * Wildcard domain whose `{port}--{sandbox id}` subdomains reach this server. With it,
+   * service_url uses subdomains; without it, service_url uses the path form and browser_url
+   * uses `*.localhost` (browsers resolve it to loopback by themselves).
+   */
+  serviceDomain: string | undefined;
   /** Largest upload body accepted, in bytes. */
   maxUploadBytes: number;
   /**
@@ -83,13 +94,21 @@ export function loadConfig(overrides: Partial<ServerConfig> = {}, env: NodeJS.Pr
       vcpus: 1,
       memBytes: 512 * 1024 * 1024,
       fsCapacityBytes: 1 * GIB,
+      egress: egressMode(env.SANDBAR_DEFAULT_EGRESS ?? "allow_all"),
       ...overrides.defaults,
     },
+    dnsUpstreams: overrides.dnsUpstreams ?? (env.SANDBAR_DNS_UPSTREAMS ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    serviceDomain: overrides.serviceDomain ?? (env.SANDBAR_SERVICE_DOMAIN || undefined),
     maxUploadBytes: overrides.maxUploadBytes ?? intFrom(env.SANDBAR_MAX_UPLOAD_BYTES, 16 * GIB),
     timeScale: positive(overrides.timeScale ?? intFrom(env.SANDBAR_TIME_SCALE, 1), "SANDBAR_TIME_SCALE"),
     monitorIntervalMs: positive(overrides.monitorIntervalMs ?? intFrom(env.SANDBAR_MONITOR_INTERVAL_MS, 2000), "SANDBAR_MONITOR_INTERVAL_MS"),
     retentionIntervalMs: positive(overrides.retentionIntervalMs ?? intFrom(env.SANDBAR_RETENTION_INTERVAL_MS, 10_000), "SANDBAR_RETENTION_INTERVAL_MS"),
   };
+}
+
+function egressMode(v: string): EgressMode {
+  if (!(EGRESS_MODES as readonly string[]).includes(v)) throw new Error(`SANDBAR_DEFAULT_EGRESS must be one of ${EGRESS_MODES.join(", ")} (got ${v})`);
+  return v as EgressMode;
 }
 
 /** The agent binary built by `agent/build.sh`, relative to this package. */

@@ -8,6 +8,7 @@ import { ApiKeyService, DEFAULT_WORKSPACE } from "./auth/api-key-service.js";
 import { LayerStore } from "./images/layer-store.js";
 import { ImagePuller } from "./images/image-puller.js";
 import { RootfsManager } from "./storage/rootfs-manager.js";
+import { DnsProxy, readSystemResolvers } from "./network/dns-proxy.js";
 import { NetworkManager } from "./network/network-manager.js";
 import { OciRuntime } from "./runtime/oci-runtime.js";
 import { SnapshotService } from "./snapshots/snapshot-service.js";
@@ -55,6 +56,18 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   await rootfs.init();
   const network = new NetworkManager(config.subnet, `sandbar-${instanceTag}-`, log.child({ component: "network" }));
   await network.init();
+  // Sandboxes resolve names through this proxy: it enforces domain allow lists and admits
+  // the addresses it answered with. Port-53 traffic from sandboxes is redirected to it.
+  const dns = new DnsProxy({
+    upstreams: config.dnsUpstreams.length ? config.dnsUpstreams : await readSystemResolvers(),
+    log: log.child({ component: "dns" }),
+    policyFor: (ip) => {
+      const p = network.policyForIp(ip);
+      return p && { mode: p.egress, domains: p.allow_domains };
+    },
+    onResolved: (ip, addrs) => network.admitResolved(ip, addrs),
+  });
+  network.setDnsPort((await dns.listen("0.0.0.0", 0)).port);
   const rootOf = (name: string): string | undefined => (config.runtimeRoot ? join(config.runtimeRoot, name) : undefined);
   const runtimes = { runsc: OciRuntime.runsc(rootOf("runsc")), runc: OciRuntime.runc(rootOf("runc")) };
 
@@ -63,7 +76,7 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
 
   let ready = false;
   const tokens = await LinkTokens.load(join(d, "link-secret"));
-  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, publicUrl: () => config.publicUrl, isReady: () => ready });
+  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, publicUrl: () => config.publicUrl, serviceDomain: config.serviceDomain, agentPort: config.agentPort, isReady: () => ready });
   await snapshots.recover();
   await sandboxes.recover();
   sandboxes.startMonitor(config.monitorIntervalMs);
@@ -91,6 +104,7 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
       for (const s of openSockets) s.close(1001, "server shutting down");
       await sandboxes.drain();
       await app.close();
+      await dns.close();
       store.close();
     },
   };

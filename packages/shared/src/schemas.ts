@@ -31,6 +31,41 @@ const fsCapacity = z.number().int().min(64 * MIB).max(16 * 1024 * 1024 * MIB);
 const memBytes = z.number().int().min(32 * MIB).max(1024 * 1024 * MIB);
 const vcpus = z.number().min(0.1).max(64);
 
+/** An IPv4 address or CIDR block, e.g. `10.1.2.3` or `10.1.0.0/16`. */
+const IPV4 = String.raw`(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}`;
+export const CIDR_PATTERN = new RegExp(`^${IPV4}(?:/(?:3[0-2]|[12]?\\d))?$`);
+/** A domain name, or `*.` followed by one (any subdomain, not the apex). */
+export const DOMAIN_PATTERN = /^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?$/i;
+
+/** Egress modes: nothing, everything public, or only the listed CIDRs and domain names. */
+export const EGRESS_MODES = ["deny_all", "allow_all", "allow_list"] as const;
+export type EgressMode = (typeof EGRESS_MODES)[number];
+
+/**
+ * Where a sandbox may open connections. The host, the server's ports and other sandboxes are
+ * closed in every mode; loopback, link-local (cloud metadata), multicast and reserved ranges are
+ * closed unless an `allow_cidrs` entry names them.
+ */
+export const networkPolicy = z
+  .object({
+    egress: z.enum(EGRESS_MODES),
+    allow_cidrs: z.array(z.string().regex(CIDR_PATTERN, "must be an IPv4 address or CIDR such as 10.0.0.0/8")).max(256).default([]),
+    allow_domains: z
+      .array(z.string().max(253).regex(DOMAIN_PATTERN, "must be a domain name such as example.com or *.example.com").transform((d) => d.toLowerCase().replace(/\.$/, "")))
+      .max(256)
+      .default([]),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.egress === "deny_all" && (v.allow_cidrs.length > 0 || v.allow_domains.length > 0)) {
+      ctx.addIssue({ code: "custom", path: ["egress"], message: "deny_all takes no allow lists; use allow_list to admit some destinations" });
+    }
+    if (v.egress === "allow_all" && v.allow_domains.length > 0) {
+      ctx.addIssue({ code: "custom", path: ["allow_domains"], message: "allow_all admits every domain; allow_domains applies to allow_list only" });
+    }
+  });
+export type NetworkPolicy = z.infer<typeof networkPolicy>;
+
 /** POST /boxes */
 export const createSandboxRequest = z
   .object({
@@ -45,6 +80,7 @@ export const createSandboxRequest = z
     mem_bytes: memBytes.optional(),
     fs_capacity_bytes: fsCapacity.optional(),
     labels: z.record(z.string().max(63), z.string().max(256)).optional(),
+    network_policy: networkPolicy.optional(),
   })
   .superRefine((v, ctx) => {
     if (v.snapshot_id !== undefined && v.snapshot_name !== undefined) {
@@ -61,6 +97,8 @@ export const updateSandboxRequest = z.object({
   name: sandboxName.optional(),
   idle_ttl_seconds: ttlSeconds.optional(),
   delete_after_stop_seconds: ttlSeconds.optional(),
+  /** Replaces the egress policy; a running sandbox gets it at once. */
+  network_policy: networkPolicy.optional(),
 });
 export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequest>;
 
@@ -137,6 +175,7 @@ export interface SandboxView {
   mem_bytes: number;
   fs_capacity_bytes: number;
   labels: Record<string, string>;
+  network_policy: NetworkPolicy;
   runtime: string;
   created_at: string;
   updated_at: string;
@@ -173,3 +212,29 @@ export const downloadUrlRequest = z.object({
   content_disposition: z.enum(["attachment", "inline"]).optional(),
 });
 export type DownloadUrlRequest = z.infer<typeof downloadUrlRequest>;
+
+/** Longest lifetime of a service-URL token: 7 days. */
+export const MAX_SERVICE_URL_SECONDS = 7 * 24 * 3600;
+
+/** POST /boxes/{name}/service-url: a token URL for an HTTP service on one port. */
+export const serviceUrlRequest = z
+  .object({
+    port: z.number().int().min(1).max(65535),
+    expires_in_seconds: z.number().int().min(1).max(MAX_SERVICE_URL_SECONDS).optional(),
+    access: z.string().max(32).optional(),
+    embed_origins: z.array(z.string().max(256)).max(5).optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.embed_origins && v.embed_origins.length > 0) {
+      ctx.addIssue({ code: "custom", path: ["embed_origins"], message: "embedding service URLs in other sites' iframes is not supported" });
+    }
+  });
+export type ServiceUrlRequest = z.infer<typeof serviceUrlRequest>;
+
+/** A service URL: browser_url sets a cookie and redirects; service_url takes the token header. */
+export interface ServiceUrlView {
+  browser_url: string;
+  service_url: string;
+  token: string;
+  expires_at: string;
+}

@@ -1,4 +1,5 @@
 import http from "node:http";
+import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import type { ErrorCode } from "@sandbar/shared";
 import { SandbarError } from "../util/errors.js";
@@ -12,6 +13,7 @@ const AGENT_ERRORS: Record<string, ErrorCode> = {
   NotADirectory: "FILE_NOT_FOUND",
   CommandNotFound: "COMMAND_NOT_FOUND",
   SessionExpired: "SESSION_EXPIRED",
+  DialFailed: "SERVICE_UNAVAILABLE",
 };
 
 /** Result of the agent's blocking exec. */
@@ -38,6 +40,8 @@ const CONNECT_TIMEOUT_MS = 5000;
 /** HTTP client of one sandbox's agent (see docs/agent-protocol.md). */
 export class AgentClient {
   private readonly inflight = new Set<http.ClientRequest>();
+  /** Raw connections to sandbox ports (tunnels, service URLs); cut when the sandbox stops. */
+  private readonly dialed = new Set<Socket>();
   private closedReason: string | undefined;
   /**
    * This client's own connection pool, without keep-alive: under parallel load a reused
@@ -92,11 +96,58 @@ export class AgentClient {
     });
   }
 
+  /**
+   * A TCP connection to `port` inside the sandbox, made by the agent (so services bound to
+   * the sandbox's loopback are reachable too): GET /dial upgraded to raw bytes.
+   */
+  dial(port: number, timeoutMs = 10_000): Promise<Socket> {
+    if (this.closedReason) return Promise.reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
+    return new Promise((resolve, reject) => {
+      const r = http.request({
+        host: this.host,
+        port: this.port,
+        method: "GET",
+        path: `/dial?port=${port}`,
+        agent: false,
+        headers: { authorization: `Bearer ${this.token}`, connection: "Upgrade", upgrade: "tcp" },
+        timeout: timeoutMs,
+      });
+      r.on("upgrade", (_res, socket, head) => {
+        r.setTimeout(0);
+        socket.setTimeout(0);
+        socket.setNoDelay(true);
+        if (head.length) socket.unshift(head);
+        if (this.closedReason) {
+          socket.destroy();
+          reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
+          return;
+        }
+        this.dialed.add(socket);
+        socket.once("close", () => this.dialed.delete(socket));
+        resolve(socket);
+      });
+      r.on("response", (res) => {
+        readAll(res).then(
+          (text) => reject(agentError(res.statusCode ?? 502, text)),
+          (e: Error) => reject(new SandbarError("SANDBOX_CONNECTION_ERROR", e.message)),
+        );
+      });
+      r.on("timeout", () => r.destroy(new Error("dial timed out")));
+      r.on("error", (e) => {
+        if (this.closedReason) reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
+        else reject(new SandbarError("SANDBOX_CONNECTION_ERROR", `cannot reach the sandbox agent: ${e.message}`));
+      });
+      r.end();
+    });
+  }
+
   /** Fail every request in flight and refuse new ones (the sandbox stopped or died). */
   close(reason: string): void {
     this.closedReason = reason;
     for (const r of this.inflight) r.destroy(new Error(reason));
     this.inflight.clear();
+    for (const sock of this.dialed) sock.destroy();
+    this.dialed.clear();
     this.pool.destroy();
   }
 

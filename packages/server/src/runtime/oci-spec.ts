@@ -19,6 +19,8 @@ export interface SpecInput {
   /** Host files bind-mounted over /etc/hostname and /etc/hosts. */
   hostnameFile: string;
   hostsFile: string;
+  /** Host file bind-mounted over /etc/resolv.conf (the server's DNS proxy). */
+  resolvFile: string;
 }
 
 export const AGENT_MOUNT = "/.sandbar";
@@ -56,6 +58,7 @@ export function buildSpec(s: SpecInput): Record<string, unknown> {
     { destination: AGENT_MOUNT, type: "bind", source: s.agentDir, options: ["rbind", "ro", "nosuid", "nodev"] },
     { destination: "/etc/hostname", type: "bind", source: s.hostnameFile, options: ["rbind", "rw"] },
     { destination: "/etc/hosts", type: "bind", source: s.hostsFile, options: ["rbind", "rw"] },
+    { destination: "/etc/resolv.conf", type: "bind", source: s.resolvFile, options: ["rbind", "rw"] },
   ];
   if (s.runtime === "runc") {
     mounts.push({ destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] });

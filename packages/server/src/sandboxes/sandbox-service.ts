@@ -70,6 +70,7 @@ export class SandboxService {
       mem_bytes: s.mem_bytes,
       fs_capacity_bytes: s.fs_capacity_bytes,
       labels: s.labels,
+      network_policy: s.network_policy,
       runtime: s.runtime,
       created_at: s.created_at,
       updated_at: s.updated_at,
@@ -99,6 +100,7 @@ export class SandboxService {
       mem_bytes: req.mem_bytes ?? defaults.memBytes,
       fs_capacity_bytes: req.fs_capacity_bytes ?? snap.fs_capacity_bytes ?? defaults.fsCapacityBytes,
       labels: req.labels ?? {},
+      network_policy: req.network_policy ?? { egress: defaults.egress, allow_cidrs: [], allow_domains: [] },
       runtime: this.d.config.runtime,
       net_index: null,
       agent_token: newSecret(),
@@ -156,13 +158,17 @@ export class SandboxService {
       const paths = await this.d.rootfs.mount(rec.id, rec.fs_capacity_bytes, snap.layers.map(digestHex));
       const net = await this.d.network.create(rec.id, rec.net_index);
       await this.d.store.updateSandbox(rec.id, { net_index: net.index });
+      await this.d.network.applyPolicy(rec.id, net, rec.network_policy);
       const hostnameFile = join(paths.dir, "hostname");
       const hostsFile = join(paths.dir, "hosts");
+      const resolvFile = join(paths.dir, "resolv.conf");
+      await writeFile(resolvFile, `nameserver ${net.hostIp}\noptions timeout:2 attempts:2\n`);
       await writeFile(hostnameFile, `${rec.name}\n`);
       await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${net.sandboxIp}\t${rec.name}\n`);
       const spec = buildSpec({
         hostnameFile,
         hostsFile,
+        resolvFile,
         runtime: this.d.config.runtime,
         rootfs: paths.rootfs,
         hostname: rec.name,
@@ -205,11 +211,11 @@ export class SandboxService {
   }
 
   /** Stop the container and free its network and mounts; files stay. Idempotent. */
-  private async releaseCompute(s: Pick<SandboxRecord, "id" | "runtime">, reason = "the sandbox is stopping"): Promise<void> {
+  private async releaseCompute(s: Pick<SandboxRecord, "id" | "runtime" | "net_index">, reason = "the sandbox is stopping"): Promise<void> {
     this.agents.get(s.id)?.close(reason);
     this.agents.delete(s.id);
     await this.runtimeOf(s).remove(this.containerId(s.id));
-    await this.d.network.destroy(s.id);
+    await this.d.network.destroy(s.id, s.net_index);
     await this.d.rootfs.unmount(s.id);
   }
 
@@ -240,12 +246,20 @@ export class SandboxService {
     if (req.name !== undefined) patch.name = req.name;
     if (req.idle_ttl_seconds !== undefined) patch.idle_ttl_seconds = req.idle_ttl_seconds;
     if (req.delete_after_stop_seconds !== undefined) patch.delete_after_stop_seconds = req.delete_after_stop_seconds;
-    try {
-      await this.d.store.updateSandbox(s.id, patch);
-    } catch (e) {
-      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${req.name ?? ""}' is already in use`);
-      throw e;
-    }
+    if (req.network_policy !== undefined) patch.network_policy = req.network_policy;
+    await this.lock.run(s.id, async () => {
+      try {
+        await this.d.store.updateSandbox(s.id, patch);
+      } catch (e) {
+        if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${req.name ?? ""}' is already in use`);
+        throw e;
+      }
+      const cur = await this.d.store.getSandboxById(s.id);
+      // A running sandbox gets a new policy at once; a stopped one at its next start.
+      if (req.network_policy && cur?.status === "ready" && cur.net_index !== null) {
+        await this.d.network.applyPolicy(cur.id, blockAt(this.d.config.subnet, cur.net_index), req.network_policy);
+      }
+    });
     return (await this.d.store.getSandboxById(s.id)) ?? s;
   }
 
@@ -379,7 +393,9 @@ export class SandboxService {
         state = await this.runtimeOf(s).state(this.containerId(s.id));
       }
       const agent = s.net_index !== null ? new AgentClient(blockAt(this.d.config.subnet, s.net_index).sandboxIp, this.d.config.agentPort, s.agent_token) : undefined;
-      if (state === "running" && agent && (await agent.health(2000))) {
+      if (state === "running" && agent && s.net_index !== null && (await agent.health(2000))) {
+        // The DNS proxy listens on a new port after a restart: rewrite the sandbox's rules.
+        await this.d.network.applyPolicy(s.id, blockAt(this.d.config.subnet, s.net_index), s.network_policy);
         this.agents.set(s.id, agent);
         log.info("sandbox adopted");
         return;

@@ -60,4 +60,8 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE snapshots ADD COLUMN parent_snapshot_id TEXT;
   `,
+  // Sandboxes made before egress policies had no egress at all.
+  `
+  ALTER TABLE sandboxes ADD COLUMN network_policy TEXT NOT NULL DEFAULT '{"egress":"deny_all","allow_cidrs":[],"allow_domains":[]}';
+  `,
 ];

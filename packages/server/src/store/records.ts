@@ -1,4 +1,4 @@
-import type { SandboxStatus, SnapshotStatus } from "@sandbar/shared";
+import type { NetworkPolicy, SandboxStatus, SnapshotStatus } from "@sandbar/shared";
 
 export interface WorkspaceRecord {
   id: string;
@@ -61,6 +61,7 @@ export interface SandboxRecord {
   mem_bytes: number;
   fs_capacity_bytes: number;
   labels: Record<string, string>;
+  network_policy: NetworkPolicy;
   runtime: string;
   /** Index of the sandbox's /30 in the server's subnet; null while it has none. */
   net_index: number | null;

@@ -5,7 +5,7 @@ import { MIGRATIONS } from "./migrations.js";
 
 type Row = Record<string, unknown>;
 
-const SANDBOX_JSON = new Set(["labels"]);
+const SANDBOX_JSON = new Set(["labels", "network_policy"]);
 const SNAPSHOT_JSON = new Set(["layers", "image_config"]);
 
 function encode(patch: Row, jsonCols: Set<string>): Row {

@@ -40,6 +40,7 @@ function sandbox(id: string, ws: string, name: string, snap: string): SandboxRec
     mem_bytes: 1,
     fs_capacity_bytes: 1,
     labels: { a: "b" },
+    network_policy: { egress: "allow_list", allow_cidrs: ["10.9.0.0/16"], allow_domains: ["example.com"] },
     runtime: "runsc",
     net_index: 3,
     agent_token: "t",
@@ -77,6 +78,7 @@ export function storeContract(name: string, make: () => Promise<Store>): void {
       await s.insertSandbox(sandbox("b1", "w1", "box", "s1"));
       await s.insertSandbox(sandbox("b2", "w1", "other", "s1"));
       expect((await s.getSandbox("w1", "box"))?.labels).toEqual({ a: "b" });
+      expect((await s.getSandbox("w1", "box"))?.network_policy).toEqual({ egress: "allow_list", allow_cidrs: ["10.9.0.0/16"], allow_domains: ["example.com"] });
       expect((await s.getSandbox("w1", "b2"))?.name).toBe("other");
       await expect(s.updateSandbox("b2", { name: "box" })).rejects.toBeInstanceOf(NameTakenError);
       await s.updateSandbox("b2", { status: "stopped", stopped_at: now });

@@ -1,6 +1,24 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { shell } from "./shell.js";
-import { client, CliError, flag, need, printJson, printTable, type Args } from "../../context.js";
+import type { EgressMode, NetworkPolicyOptions } from "@sandbar/sdk";
+import { client, CliError, flag, flagList, need, printJson, printTable, type Args } from "../../context.js";
+
+const EGRESS_MODES: readonly EgressMode[] = ["deny_all", "allow_all", "allow_list"];
+
+/**
+ * `--egress MODE --allow-cidr CIDR... --allow-domain NAME...` as a network policy, or undefined
+ * when none of them is given. Allow lists without `--egress` mean `allow_list`; the server
+ * checks the rest (deny_all takes no lists, allow_all no domains, the CIDR and name syntax).
+ */
+export function networkPolicyFromFlags(args: Args): NetworkPolicyOptions | undefined {
+  const egress = flag(args, "egress");
+  const cidrs = flagList(args, "allow-cidr");
+  const domains = flagList(args, "allow-domain");
+  if (egress === undefined && cidrs.length === 0 && domains.length === 0) return undefined;
+  const mode = egress ?? "allow_list";
+  if (!(EGRESS_MODES as readonly string[]).includes(mode)) throw new CliError(`--egress must be one of ${EGRESS_MODES.join(", ")}, not '${mode}'`);
+  return { egress: mode as EgressMode, ...(cidrs.length > 0 ? { allowCidrs: cidrs } : {}), ...(domains.length > 0 ? { allowDomains: domains } : {}) };
+}
 
 /** `sandbar sandbox create|ls|get|rm|exec|shell|cp|stop|start` */
 export async function sandbox(args: Args): Promise<number> {
@@ -17,6 +35,7 @@ export async function sandbox(args: Args): Promise<number> {
         vcpus: flag(args, "vcpus") ? Number(flag(args, "vcpus")) : undefined,
         memBytes: flag(args, "mem-bytes") ? Number(flag(args, "mem-bytes")) : undefined,
         fsCapacityBytes: flag(args, "fs-capacity") ? Number(flag(args, "fs-capacity")) : undefined,
+        networkPolicy: networkPolicyFromFlags(args),
       });
       printJson(sb.info);
       return 0;

@@ -1,0 +1,179 @@
+/**
+ * The CLI (run from source with tsx) against a stand-in server: the request bodies of
+ * `sandbox create` with egress flags and of `service-url`, and `tunnel` forwarding until SIGINT.
+ */
+import { spawn } from "node:child_process";
+import http from "node:http";
+import net, { type AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WebSocketServer } from "ws";
+import { YamuxSession } from "@sandbar/shared/yamux";
+
+const MAIN = fileURLToPath(new URL("./main.ts", import.meta.url));
+
+interface Recorded {
+  method: string;
+  url: string;
+  body: unknown;
+}
+
+let port = 0;
+let httpServer: http.Server;
+const requests: Recorded[] = [];
+/** Open tunnel WebSockets on the stand-in. */
+let openTunnels = 0;
+/** Connect headers the stand-in read: the remote port of each. */
+const connects: number[] = [];
+
+function info(): Record<string, unknown> {
+  return { id: "sb-1", name: "box", status: "ready", dataplane_url: `http://127.0.0.1:${port}/dataplane/sb-1`, network_policy: { egress: "allow_all", allow_cidrs: [], allow_domains: [] } };
+}
+
+/** A tunnel stream that answers OK to any port and echoes what it gets. */
+function echoStream(stream: Duplex): void {
+  stream.on("error", () => undefined);
+  const onReadable = (): void => {
+    const h = stream.read(3) as Buffer | null;
+    if (!h) return;
+    stream.off("readable", onReadable);
+    connects.push(h.readUInt16BE(1));
+    stream.write(Buffer.from([0]));
+    stream.pipe(stream);
+  };
+  stream.on("readable", onReadable);
+}
+
+beforeAll(async () => {
+  const wss = new WebSocketServer({ noServer: true });
+  httpServer = http.createServer((req, res) => {
+    let raw = "";
+    req.on("data", (c: Buffer) => (raw += c.toString()));
+    req.on("end", () => {
+      requests.push({ method: req.method ?? "", url: req.url ?? "", body: raw ? JSON.parse(raw) : undefined });
+      const send = (status: number, body: unknown): void => void res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+      if (req.method === "POST" && req.url === "/v2/sandboxes/boxes") return send(201, info());
+      if (req.method === "GET" && req.url === "/v2/sandboxes/boxes/box") return send(200, info());
+      if (req.method === "POST" && req.url === "/v2/sandboxes/boxes/box/service-url") {
+        return send(200, { browser_url: "http://8000--sb-1.localhost/__sandbar/auth?token=tk", service_url: `http://127.0.0.1:${port}/svc/sb-1/8000`, token: "tk", expires_at: "2030-01-01T00:00:00.000Z" });
+      }
+      send(404, { code: "ROUTE_NOT_FOUND", message: "no route" });
+    });
+  });
+  httpServer.on("upgrade", (req, socket, head) => {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      openTunnels++;
+      const session = new YamuxSession({ client: false, send: (f) => ws.readyState === ws.OPEN && ws.send(f) });
+      ws.on("message", (d: Buffer) => session.receive(d));
+      ws.on("close", () => {
+        openTunnels--;
+        session.close();
+      });
+      session.on("stream", echoStream);
+    });
+  });
+  await new Promise<void>((r) => httpServer.listen(0, "127.0.0.1", r));
+  port = (httpServer.address() as AddressInfo).port;
+});
+
+afterAll(async () => {
+  httpServer.closeAllConnections();
+  await new Promise((r) => httpServer.close(r));
+});
+
+/** Run the CLI to completion. */
+function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args, "--endpoint", `http://127.0.0.1:${port}`, "--api-key", "k"]);
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe.concurrent("sandbox create --egress/--allow-cidr/--allow-domain", () => {
+  it.each([
+    [["--egress", "deny_all"], { egress: "deny_all" }],
+    [["--egress", "allow_list", "--allow-cidr", "10.0.0.0/8", "--allow-cidr", "1.1.1.1,8.8.8.8", "--allow-domain", "pypi.org", "--allow-domain", "*.pythonhosted.org"], { egress: "allow_list", allow_cidrs: ["10.0.0.0/8", "1.1.1.1", "8.8.8.8"], allow_domains: ["pypi.org", "*.pythonhosted.org"] }],
+    [["--allow-domain", "github.com"], { egress: "allow_list", allow_domains: ["github.com"] }],
+    [[], undefined],
+  ])("%j sends network_policy %j", async (flags, policy) => {
+    const name = `c-${Math.random().toString(16).slice(2, 10)}`;
+    const r = await run(["sandbox", "create", "--snapshot", "python", "--name", name, ...flags]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const body = requests.find((x) => x.method === "POST" && (x.body as { name?: string } | undefined)?.name === name)?.body as Record<string, unknown>;
+    expect(body.network_policy).toEqual(policy);
+    expect(JSON.parse(r.stdout)).toMatchObject({ network_policy: { egress: "allow_all" } });
+  }, 30_000);
+
+  it("rejects an unknown egress mode before calling the server", async () => {
+    const r = await run(["sandbox", "create", "--snapshot", "python", "--name", "never-sent", "--egress", "some"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("error: --egress must be one of deny_all, allow_all, allow_list, not 'some'\n");
+    expect(requests.filter((x) => (x.body as { name?: string } | undefined)?.name === "never-sent")).toEqual([]);
+  }, 30_000);
+});
+
+describe("service-url and tunnel", () => {
+  it("service-url requests a token URL for the port and prints it", async () => {
+    const r = await run(["service-url", "box", "8000", "--expires", "600"]);
+    expect(r.code).toBe(0);
+    expect(requests.find((x) => x.url.endsWith("/service-url"))).toEqual({ method: "POST", url: "/v2/sandboxes/boxes/box/service-url", body: { port: 8000, expires_in_seconds: 600 } });
+    expect(r.stdout).toBe(
+      `browser_url  http://8000--sb-1.localhost/__sandbar/auth?token=tk\nservice_url  http://127.0.0.1:${port}/svc/sb-1/8000\ntoken        tk\nexpires_at   2030-01-01T00:00:00.000Z\n`,
+    );
+  }, 30_000);
+
+  it("tunnel forwards a local port until SIGINT, then closes and exits 0", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, "tunnel", "box", "5432", "--endpoint", `http://127.0.0.1:${port}`, "--api-key", "k"]);
+    let stdout = "";
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on("close", (code) => r(code)));
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (d: Buffer) => {
+        stdout += d.toString();
+        if (stdout.includes("\n")) resolve(stdout.split("\n")[0] as string);
+      });
+      child.on("close", () => reject(new Error(`exited early: ${stderr}`)));
+    });
+    const m = /^forwarding 127\.0\.0\.1:(\d+) -> box:5432$/.exec(line);
+    expect(m, line).not.toBeNull();
+    const local = Number(m?.[1]);
+    const echoed = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ host: "127.0.0.1", port: local });
+      let got = "";
+      s.on("data", (d: Buffer) => {
+        got += d.toString();
+        if (got === "hello") {
+          resolve(got);
+          s.end();
+        }
+      });
+      s.on("error", reject);
+      s.write("hello");
+    });
+    expect(echoed).toBe("hello");
+    expect(connects).toContain(5432);
+    expect(openTunnels).toBe(1);
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(stderr).toBe("");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(openTunnels).toBe(0);
+  }, 30_000);
+
+  it("tunnel uses LOCAL_PORT when given and fails clearly when it is taken", async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
+    const taken = (blocker.address() as AddressInfo).port;
+    const r = await run(["tunnel", "box", "80", String(taken)]);
+    await new Promise((res) => blocker.close(res));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`error: SandboxClientError: cannot listen on 127.0.0.1:${taken}: the port is already in use (choose another local port, or 0 for a free one)\n`);
+  }, 30_000);
+});
