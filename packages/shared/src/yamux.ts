@@ -829,3 +829,39 @@ class Mux {
     this.terminate(new YamuxError("ERR_YAMUX_REMOTE_GOAWAY", `the remote ended the yamux session: ${reason}`), GO_AWAY_NORMAL, true);
   }
 }
+
+/**
+ * The first `n` bytes of a stream (the rest stays readable), or undefined on end, close or
+ * timeout: the tunnel protocol's connect header and status byte.
+ */
+export function readExactly(stream: Duplex, n: number, timeoutMs: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let have = 0;
+    const finish = (v: Buffer | undefined): void => {
+      clearTimeout(timer);
+      stream.off("readable", onReadable);
+      stream.off("end", onEnd);
+      stream.off("close", onEnd);
+      resolve(v);
+    };
+    const onEnd = (): void => finish(undefined);
+    const onReadable = (): void => {
+      let c: Buffer | null;
+      while (have < n && (c = stream.read() as Buffer | null) !== null) {
+        chunks.push(c);
+        have += c.length;
+      }
+      if (have >= n) {
+        const all = Buffer.concat(chunks);
+        finish(all.subarray(0, n));
+        if (all.length > n) stream.unshift(all.subarray(n));
+      }
+    };
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    stream.on("readable", onReadable);
+    stream.once("end", onEnd);
+    stream.once("close", onEnd);
+    onReadable();
+  });
+}

@@ -11,8 +11,7 @@
 import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
 import net, { type AddressInfo } from "node:net";
-import type { Duplex } from "node:stream";
-import { YamuxSession, type YamuxStream } from "@sandbar/shared/yamux";
+import { readExactly, YamuxSession, type YamuxStream } from "@sandbar/shared/yamux";
 import { SandboxClientError, ValidationError } from "../errors.js";
 import { TunnelError, TunnelStatus, type Tunnel, type TunnelOptions } from "../tunnel.js";
 import type { WebSocketConstructor, WebSocketLike } from "../ws-stream.js";
@@ -288,7 +287,7 @@ class NodeTunnel extends EventEmitter implements Tunnel {
     sock.once("close", early);
     const port = this.remotePort;
     stream.write(Buffer.from([TUNNEL_VERSION, port >> 8, port & 0xff]));
-    const status = await readStatus(stream, STATUS_TIMEOUT_MS);
+    const status = (await readExactly(stream, 1, STATUS_TIMEOUT_MS))?.[0];
     sock.off("close", early);
     if (sock.destroyed || this.closing) {
       abandon(stream);
@@ -377,27 +376,6 @@ function splice(sock: net.Socket, stream: YamuxStream): void {
   stream.pipe(sock);
 }
 
-/** The first byte of a stream (the rest stays readable), or undefined on end, close or timeout. */
-function readStatus(stream: Duplex, timeoutMs: number): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const finish = (v: number | undefined): void => {
-      clearTimeout(timer);
-      stream.off("readable", onReadable);
-      stream.off("end", onEnd);
-      stream.off("close", onEnd);
-      resolve(v);
-    };
-    const onEnd = (): void => finish(undefined);
-    const onReadable = (): void => {
-      const b = stream.read(1) as Buffer | null;
-      if (b !== null) finish(b[0]);
-    };
-    const timer = setTimeout(() => finish(undefined), timeoutMs);
-    stream.on("readable", onReadable);
-    stream.once("end", onEnd);
-    stream.once("close", onEnd);
-  });
-}
 
 /** Ask for Buffers (`ws`) or, failing that, ArrayBuffers (WHATWG WebSockets) for binary messages. */
 function binaryMessages(ws: BinaryWebSocket): void {

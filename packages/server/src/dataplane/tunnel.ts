@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import type { WebSocket } from "ws";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
-import { YamuxSession } from "@sandbar/shared/yamux";
+import { readExactly, YamuxSession } from "@sandbar/shared/yamux";
 import type { SandboxService } from "../sandboxes/sandbox-service.js";
 import type { AgentClient } from "../agent/agent-client.js";
 import { parse } from "../http/validate.js";
@@ -117,38 +117,5 @@ async function serveStream(stream: Duplex, agentOf: () => Promise<AgentClient>, 
   });
   target.on("close", () => {
     if (!stream.writableEnded) stream.end();
-  });
-}
-
-/** The first `n` bytes of a stream (the rest stays readable), or undefined on EOF/timeout. */
-function readExactly(stream: Duplex, n: number, timeoutMs: number): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let have = 0;
-    const finish = (v: Buffer | undefined): void => {
-      clearTimeout(timer);
-      stream.off("readable", onReadable);
-      stream.off("end", onEnd);
-      stream.off("close", onEnd);
-      resolve(v);
-    };
-    const onEnd = (): void => finish(undefined);
-    const onReadable = (): void => {
-      let c: Buffer | null;
-      while (have < n && (c = stream.read() as Buffer | null) !== null) {
-        chunks.push(c);
-        have += c.length;
-      }
-      if (have >= n) {
-        const all = Buffer.concat(chunks);
-        finish(all.subarray(0, n));
-        if (all.length > n) stream.unshift(all.subarray(n));
-      }
-    };
-    const timer = setTimeout(() => finish(undefined), timeoutMs);
-    stream.on("readable", onReadable);
-    stream.once("end", onEnd);
-    stream.once("close", onEnd);
-    onReadable();
   });
 }
