@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 npx tsx bench/core-bench.ts "$@"
 echo
 npx tsx bench/streaming-bench.ts
+echo
+npx tsx bench/network-bench.ts

@@ -134,6 +134,12 @@ describe("egress policy per sandbox", () => {
     }
   });
 
+  it("an allowed name that resolves to the metadata address does not open it", async () => {
+    const sb = await sandbox("eg-meta-name", { egress: "allow_list", allow_domains: ["meta.sandbar.test"] });
+    expect(await out(sb, resolveCmd("meta.sandbar.test"))).toBe(`resolved ${up.metadataIp}`);
+    expect(await out(sb, fetchCmd("meta.sandbar.test", 80))).toMatch(/^blocked/);
+  });
+
   it("an explicit allow_cidrs entry opens the metadata address (control: the route exists)", async () => {
     const sb = await sandbox("eg-meta", { egress: "allow_all", allow_cidrs: [`${up.metadataIp}/32`] });
     expect(await out(sb, fetchCmd(up.metadataIp, 80))).toBe(`open upstream ${up.metadataIp}`);

@@ -253,7 +253,7 @@ describe("service URLs and TCP tunnels", () => {
     });
 
     it("validates the service-url request", async () => {
-      for (const body of [{}, { port: 0 }, { port: 70000 }, { port: "80" }, { port: 80, expires_in_seconds: 0 }, { port: 80, access: "workspace" }, { port: 80, embed_origins: ["https://x.example"] }]) {
+      for (const body of [{}, { port: 0 }, { port: 70000 }, { port: "80" }, { port: 80, expires_in_seconds: 0 }, { port: 80, access: "workspace" }, { port: 2024 }, { port: 80, embed_origins: ["https://x.example"] }]) {
         const res = await w.t.call("POST", `/boxes/${app.name}/service-url`, body);
         expect(res.status, JSON.stringify(body)).toBe(422);
       }

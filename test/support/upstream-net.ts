@@ -118,7 +118,7 @@ export async function startUpstream(sandboxSubnet = "10.213.0.0/16"): Promise<Up
     }
     throw e;
   }
-  const names: Record<string, string> = { "allowed.sandbar.test": ipA, "other.sandbar.test": ipB, "api.allowed.sandbar.test": ipB };
+  const names: Record<string, string> = { "allowed.sandbar.test": ipA, "other.sandbar.test": ipB, "api.allowed.sandbar.test": ipB, "meta.sandbar.test": metadataIp };
   const queries: string[] = [];
   const dns = await dnsServer(names, queries);
   return {

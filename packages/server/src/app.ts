@@ -69,7 +69,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
       async (scope) => {
         sandboxRoutes(scope, d.sandboxes, d.snapshots);
         downloadUrlRoute(scope, d.sandboxes, d.tokens, d.publicUrl);
-        serviceUrlRoute(scope, d.sandboxes, d.tokens, { publicUrl: d.publicUrl, serviceDomain: d.serviceDomain });
+        serviceUrlRoute(scope, d.sandboxes, d.tokens, { publicUrl: d.publicUrl, serviceDomain: d.serviceDomain }, d.agentPort);
         snapshotRoutes(scope, d.snapshots);
       },
       { prefix },

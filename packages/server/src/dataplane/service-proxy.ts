@@ -118,6 +118,8 @@ export class ServiceProxy {
       res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
       // Server-sent events and other slow streams: send the head now, not with the first chunk.
       res.flushHeaders();
+      // A long response (server-sent events) is activity: the idle timer must not stop the sandbox.
+      up.on("data", () => this.sandboxes.touch(claims.s));
       up.pipe(res);
       up.on("error", () => res.destroy());
     });
@@ -168,6 +170,9 @@ export class ServiceProxy {
     client.on("close", done);
     upstream.on("close", done);
     upstream.on("error", done);
+    const touch = (): void => this.sandboxes.touch(claims.s);
+    client.on("data", touch);
+    upstream.on("data", touch);
     client.pipe(upstream);
     upstream.pipe(client);
   }
@@ -229,10 +234,11 @@ function forwardHeaders(req: IncomingMessage, t: Target): Record<string, string 
 const nameParams = z.object({ name: z.string().min(1).max(128) });
 
 /** Control plane: POST /boxes/{name}/service-url mints a token for one port. */
-export function serviceUrlRoute(app: FastifyInstance, sandboxes: SandboxService, tokens: LinkTokens, urls: ServiceUrlBuilder): void {
+export function serviceUrlRoute(app: FastifyInstance, sandboxes: SandboxService, tokens: LinkTokens, urls: ServiceUrlBuilder, agentPort: number): void {
   app.post("/boxes/:name/service-url", async (req) => {
     const { name } = parse(nameParams, req.params, "params");
     const body = parse(serviceUrlRequest, req.body, "body");
+    if (body.port === agentPort) throw validationError("port", `${agentPort} is the sandbox agent's own port, not a service`);
     if (body.access !== undefined) throw validationError("access", "login-gated service URLs need LangSmith accounts, which this server does not have; omit access to get a token URL");
     const sb = await sandboxes.get(req.workspaceId, name);
     const e = Math.floor(Date.now() / 1000) + (body.expires_in_seconds ?? DEFAULT_EXPIRY_SECONDS);

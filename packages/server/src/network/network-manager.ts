@@ -102,13 +102,11 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
       // Another sandbox, whatever server made it, is never a destination.
       `add rule ${t} f${n} oifname "${VETH_PREFIX}*" drop`,
       ...policy.allow_cidrs.map((c) => `add rule ${t} f${n} ip daddr ${c} accept`),
+      // Only an explicit CIDR opens these; an allowed name resolving into them does not.
+      `add rule ${t} f${n} ip daddr { ${ALWAYS_CLOSED.join(", ")} } drop`,
       `add rule ${t} f${n} ip daddr @a${n} accept`,
+      `add rule ${t} f${n} ${policy.egress === "allow_all" ? "accept" : "drop"}`,
     ];
-    if (policy.egress === "allow_all") {
-      lines.push(`add rule ${t} f${n} ip daddr { ${ALWAYS_CLOSED.join(", ")} } drop`, `add rule ${t} f${n} accept`);
-    } else {
-      lines.push(`add rule ${t} f${n} drop`);
-    }
     lines.push(`add chain ${t} i${n}`, `flush chain ${t} i${n}`, `add chain ${t} p${n}`, `flush chain ${t} p${n}`);
     if (this.dnsPort) {
       lines.push(
