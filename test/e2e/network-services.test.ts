@@ -260,6 +260,22 @@ describe("service URLs and TCP tunnels", () => {
       expect((await w.t.call("POST", "/boxes/no-such-box/service-url", { port: 80 })).status).toBe(404);
     });
 
+    it("after a stop, a request wakes the sandbox; pooled connections from before are not reused", async () => {
+      const svc = await serviceUrl(app, 8000);
+      const get = (): Promise<Response> => fetch(`${svc.service_url}/`, { headers: { "X-Langsmith-Sandbox-Service-Token": svc.token } });
+      expect((await get()).status).toBe(200);
+      expect((await w.t.call("POST", `/boxes/${app.name}/stop`)).status).toBeLessThan(300);
+      // The request starts the sandbox again; its app is not running yet.
+      const woke = await get();
+      expect(woke.status).toBe(502);
+      expect(((await woke.json()) as { code: string }).code).toBe("SERVICE_UNAVAILABLE");
+      expect(((await (await w.t.call("GET", `/boxes/${app.name}`)).json()) as SandboxJson).status).toBe("ready");
+      for (const port of [8000, 8001]) expect((await w.exec(app, startServiceApp(port))).body.exit_code).toBe(0);
+      const res = await get();
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain("hello from the sandbox");
+    });
+
     it("the SDK's service() fetches with the token", async () => {
       const sb = await sdk.getSandbox(app.name);
       const svc = await sb.service(8000);

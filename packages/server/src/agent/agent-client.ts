@@ -34,6 +34,8 @@ export interface AgentRequest {
   signal?: AbortSignal;
 }
 
+/** Idle keep-alive connections to sandbox ports close after this long. */
+const PORT_POOL_IDLE_MS = 4000;
 /** How long connecting to an agent may take before the sandbox counts as unreachable. */
 const CONNECT_TIMEOUT_MS = 5000;
 
@@ -42,6 +44,8 @@ export class AgentClient {
   private readonly inflight = new Set<http.ClientRequest>();
   /** Raw connections to sandbox ports (tunnels, service URLs); cut when the sandbox stops. */
   private readonly dialed = new Set<Socket>();
+  /** Keep-alive HTTP pools per sandbox port (service URLs), over dialed connections. */
+  private readonly portPools = new Map<number, http.Agent>();
   private closedReason: string | undefined;
   /**
    * This client's own connection pool, without keep-alive: under parallel load a reused
@@ -141,6 +145,25 @@ export class AgentClient {
     });
   }
 
+  /**
+   * An HTTP agent whose connections to `port` inside the sandbox are dialed by the agent and
+   * kept alive between requests (a dial costs a connection to the agent and one inside the
+   * sandbox). Idle connections close after a few seconds; all of them when this client closes.
+   */
+  portPool(port: number): http.Agent {
+    let pool = this.portPools.get(port);
+    if (!pool) {
+      pool = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16, timeout: PORT_POOL_IDLE_MS });
+      const dial = (): Promise<Socket> => this.dial(port);
+      pool.createConnection = ((_opts: unknown, cb: (err: Error | null, sock?: Socket) => void) => {
+        dial().then((sock) => cb(null, sock), (e: Error) => cb(e));
+        return undefined;
+      }) as unknown as typeof pool.createConnection;
+      this.portPools.set(port, pool);
+    }
+    return pool;
+  }
+
   /** Fail every request in flight and refuse new ones (the sandbox stopped or died). */
   close(reason: string): void {
     this.closedReason = reason;
@@ -148,6 +171,8 @@ export class AgentClient {
     this.inflight.clear();
     for (const sock of this.dialed) sock.destroy();
     this.dialed.clear();
+    for (const pool of this.portPools.values()) pool.destroy();
+    this.portPools.clear();
     this.pool.destroy();
   }
 

@@ -108,10 +108,8 @@ export class ServiceProxy {
     if (pathOnly === AUTH_PATH) return this.login(req, res, t);
     const claims = this.authenticate(req, t);
     const { agent } = await this.sandboxes.agentFor(claims.w, claims.s);
-    const socket = await agent.dial(t.port);
     const headers = forwardHeaders(req, t);
-    headers.connection = "close";
-    const upstream = http.request({ method: req.method, path: t.path, headers, createConnection: () => socket });
+    const upstream = http.request({ method: req.method, path: t.path, headers, agent: agent.portPool(t.port) });
     upstream.on("response", (up) => {
       const out: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
@@ -124,7 +122,7 @@ export class ServiceProxy {
       up.on("error", () => res.destroy());
     });
     upstream.on("error", (e) => {
-      if (!res.headersSent) this.fail(res, new SandbarError("SERVICE_UNAVAILABLE", `the service on port ${t.port} closed the connection: ${e.message}`));
+      if (!res.headersSent) this.fail(res, e instanceof SandbarError ? e : new SandbarError("SERVICE_UNAVAILABLE", `the service on port ${t.port} closed the connection: ${e.message}`));
       else res.destroy();
     });
     res.on("close", () => {
