@@ -38,7 +38,7 @@ const BOOTSTRAP_KEY_FILE = "bootstrap-api-key";
 export async function startServer(config: ServerConfig, logger?: Logger): Promise<SandbarServer> {
   const log = logger ?? pino({ level: config.logLevel });
   const d = config.dataDir;
-  for (const sub of ["", "layers", "sandboxes", "tmp", "agent", "images"]) await mkdir(join(d, sub), { recursive: true });
+  for (const sub of ["", "layers", "sandboxes", "tmp", "agent", "images", "memory"]) await mkdir(join(d, sub), { recursive: true });
   const instanceTag = sha256Hex(d).slice(0, 8);
 
   const store = new SqliteStore(join(d, "sandbar.db"));
@@ -71,7 +71,7 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const rootOf = (name: string): string | undefined => (config.runtimeRoot ? join(config.runtimeRoot, name) : undefined);
   const runtimes = { runsc: OciRuntime.runsc(rootOf("runsc")), runc: OciRuntime.runc(rootOf("runc")) };
 
-  const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }), join(d, "tmp"));
+  const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }), join(d, "tmp"), join(d, "memory"));
   const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtimes, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
 
   let ready = false;

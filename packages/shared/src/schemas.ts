@@ -81,6 +81,10 @@ export const createSandboxRequest = z
     fs_capacity_bytes: fsCapacity.optional(),
     labels: z.record(z.string().max(63), z.string().max(256)).optional(),
     network_policy: networkPolicy.optional(),
+    /** From a memory snapshot: resume its processes (default) or boot from its files only. */
+    restore_memory: z.boolean().optional(),
+    /** Stop (also by the idle timer) saves memory and processes; start resumes them. */
+    preserve_memory_on_stop: z.boolean().optional(),
   })
   .superRefine((v, ctx) => {
     if (v.snapshot_id !== undefined && v.snapshot_name !== undefined) {
@@ -99,6 +103,7 @@ export const updateSandboxRequest = z.object({
   delete_after_stop_seconds: ttlSeconds.optional(),
   /** Replaces the egress policy; a running sandbox gets it at once. */
   network_policy: networkPolicy.optional(),
+  preserve_memory_on_stop: z.boolean().optional(),
 });
 export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequest>;
 
@@ -127,6 +132,10 @@ export const captureSnapshotRequest = z.object({
   name: snapshotName,
   docker_image: imageReference.optional(),
   fs_capacity_bytes: fsCapacity.optional(),
+  /** Also save memory and processes: sandboxes created from it resume where this one was. */
+  include_memory: z.boolean().optional(),
+  /** Same as include_memory (the name some clients send). */
+  checkpoint: z.boolean().optional(),
 });
 export type CaptureSnapshotRequest = z.infer<typeof captureSnapshotRequest>;
 
@@ -176,6 +185,10 @@ export interface SandboxView {
   fs_capacity_bytes: number;
   labels: Record<string, string>;
   network_policy: NetworkPolicy;
+  /** Stop keeps memory and processes, and start resumes them. */
+  preserve_memory_on_stop: boolean;
+  /** A stopped sandbox whose memory was saved: the next start resumes it. */
+  memory_preserved: boolean;
   runtime: string;
   created_at: string;
   updated_at: string;
@@ -193,6 +206,8 @@ export interface SnapshotView {
   fs_capacity_bytes: number;
   fs_used_bytes: number | null;
   registry_id: string | null;
+  /** Size of the saved memory and process state; null for a filesystem-only snapshot. */
+  memory_snapshot_size_bytes: number | null;
   created_at: string;
   updated_at: string;
 }

@@ -41,15 +41,32 @@ export class OciRuntime implements SandboxRuntime {
     return [this.name, ...this.globalArgs, ...args];
   }
 
+  get canCheckpoint(): boolean {
+    return this.name === "runsc";
+  }
+
   async start(opts: StartOptions): Promise<void> {
-    const log = await open(opts.logFile, "a");
+    await this.launch("run", ["run", "--detach", "--bundle", opts.bundleDir, opts.containerId], opts.logFile);
+  }
+
+  async restore(opts: StartOptions & { imageDir: string }): Promise<void> {
+    if (!this.canCheckpoint) throw new Error(`${this.name} cannot restore memory snapshots`);
+    await this.launch("restore", ["restore", "--detach", `--image-path=${opts.imageDir}`, "--bundle", opts.bundleDir, opts.containerId], opts.logFile);
+  }
+
+  async checkpoint(containerId: string, imageDir: string): Promise<void> {
+    if (!this.canCheckpoint) throw new Error(`${this.name} cannot checkpoint memory`);
+    await run(this.argv("checkpoint", "--leave-running", `--image-path=${imageDir}`, containerId), { timeoutMs: 600_000 });
+  }
+
+  private async launch(what: string, args: string[], logFile: string): Promise<void> {
+    const log = await open(logFile, "a");
     try {
-      const runArgs = ["run", "--detach", "--bundle", opts.bundleDir, opts.containerId];
       // detached: the container must not share our session or die with us.
-      await run(this.runWrapper(this.argv(...runArgs)), { stdio: ["ignore", log.fd, log.fd], detached: true, timeoutMs: 60_000 });
+      await run(this.runWrapper(this.argv(...args)), { stdio: ["ignore", log.fd, log.fd], detached: true, timeoutMs: 120_000 });
     } catch (e) {
-      const tail = await readTail(opts.logFile);
-      throw new Error(`${this.name} run failed: ${(e as Error).message}${tail ? `; log: ${tail}` : ""}`);
+      const tail = await readTail(logFile);
+      throw new Error(`${this.name} ${what} failed: ${(e as Error).message}${tail ? `; log: ${tail}` : ""}`);
     } finally {
       await log.close();
     }

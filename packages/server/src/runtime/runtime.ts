@@ -19,6 +19,15 @@ export interface SandboxRuntime {
   /** Freeze every process of the container (consistent captures). */
   pause(containerId: string): Promise<void>;
   resume(containerId: string): Promise<void>;
+  /** Whether this runtime can checkpoint and restore memory (runsc: yes; runc: no CRIU here). */
+  readonly canCheckpoint: boolean;
+  /**
+   * Save the memory and process state of a paused container to `imageDir`; the container
+   * stays paused (resume it afterwards).
+   */
+  checkpoint(containerId: string, imageDir: string): Promise<void>;
+  /** Start a new container from a checkpoint image, with the bundle's rootfs and network. */
+  restore(opts: StartOptions & { imageDir: string }): Promise<void>;
   /** Kill and delete; idempotent. */
   remove(containerId: string): Promise<void>;
   /** Ids of every container under this runtime's root. */

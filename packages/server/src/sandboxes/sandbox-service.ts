@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { CreateSandboxRequest, ListSandboxesQuery, SandboxView, UpdateSandboxRequest } from "@sandbar/shared";
@@ -14,7 +14,7 @@ import { buildSpec } from "../runtime/oci-spec.js";
 import { AgentClient } from "../agent/agent-client.js";
 import { blockAt } from "../network/addresses.js";
 import { digestHex } from "../images/layer-store.js";
-import { SandbarError } from "../util/errors.js";
+import { SandbarError, validationError } from "../util/errors.js";
 import { KeyedLock } from "../util/keyed-lock.js";
 import { newId, newSecret, nowIso, randomHex } from "../util/ids.js";
 import { run } from "../util/proc.js";
@@ -71,6 +71,8 @@ export class SandboxService {
       fs_capacity_bytes: s.fs_capacity_bytes,
       labels: s.labels,
       network_policy: s.network_policy,
+      preserve_memory_on_stop: s.preserve_memory_on_stop,
+      memory_preserved: s.memory_preserved,
       runtime: s.runtime,
       created_at: s.created_at,
       updated_at: s.updated_at,
@@ -85,6 +87,12 @@ export class SandboxService {
     }
     if (snap.status !== "ready") throw new SandbarError("SNAPSHOT_NOT_READY", `snapshot '${snap.name}' is ${snap.status}${snap.status_message ? `: ${snap.status_message}` : ""}`);
     const defaults = this.d.config.defaults;
+    const hasMemory = snap.memory_snapshot_size_bytes !== null && snap.agent_token !== null;
+    if (req.restore_memory === true && !hasMemory) throw validationError("restore_memory", `snapshot '${snap.name}' has no memory image; it was captured without include_memory`);
+    const restore = hasMemory && req.restore_memory !== false;
+    if (restore && !this.d.runtimes[this.d.config.runtime].canCheckpoint) {
+      throw validationError("restore_memory", `the server's runtime ${this.d.config.runtime} cannot restore memory snapshots; pass restore_memory: false to boot from the snapshot's files`);
+    }
     const now = nowIso();
     const rec: SandboxRecord = {
       id: newId(),
@@ -101,9 +109,12 @@ export class SandboxService {
       fs_capacity_bytes: req.fs_capacity_bytes ?? snap.fs_capacity_bytes ?? defaults.fsCapacityBytes,
       labels: req.labels ?? {},
       network_policy: req.network_policy ?? { egress: defaults.egress, allow_cidrs: [], allow_domains: [] },
+      preserve_memory_on_stop: req.preserve_memory_on_stop ?? false,
+      memory_preserved: false,
       runtime: this.d.config.runtime,
       net_index: null,
-      agent_token: newSecret(),
+      // A restored agent keeps the token it had when its memory was saved.
+      agent_token: restore ? (snap.agent_token as string) : newSecret(),
       created_at: now,
       updated_at: now,
       last_active_at: now,
@@ -114,15 +125,15 @@ export class SandboxService {
       if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${rec.name}' is already in use`);
       throw e;
     }
-    const boot = this.startBoot(rec, snap);
+    const boot = this.startBoot(rec, snap, restore ? this.d.snapshots.memoryDir(snap.id) : undefined);
     if (req.wait_for_ready) {
       await this.awaitBoot(rec, boot, req.timeout);
     }
     return (await this.d.store.getSandboxById(rec.id)) ?? rec;
   }
 
-  private startBoot(rec: SandboxRecord, snap: SnapshotRecord): Promise<void> {
-    const boot = this.lock.run(rec.id, () => this.boot(rec, snap));
+  private startBoot(rec: SandboxRecord, snap: SnapshotRecord, restoreFrom?: string): Promise<void> {
+    const boot = this.lock.run(rec.id, () => this.boot(rec, snap, restoreFrom));
     this.boots.set(rec.id, boot);
     void boot.catch(() => undefined).finally(() => this.boots.delete(rec.id));
     return boot;
@@ -147,7 +158,8 @@ export class SandboxService {
   }
 
   /** Mount storage, make the network, start the runtime, wait for the agent. */
-  private async boot(rec: SandboxRecord, snap: SnapshotRecord): Promise<void> {
+  /** Boot a sandbox; with `restoreFrom`, resume the processes saved in that memory image. */
+  private async boot(rec: SandboxRecord, snap: SnapshotRecord, restoreFrom?: string): Promise<void> {
     const log = this.d.log.child({ sandboxId: rec.id });
     const started = Date.now();
     const runtime = this.d.runtimes[this.d.config.runtime];
@@ -183,7 +195,10 @@ export class SandboxService {
         cgroupsPath: `/sandbar/${this.containerId(rec.id)}`,
       });
       await writeFile(join(paths.bundle, "config.json"), JSON.stringify(spec));
-      await runtime.start({ containerId: this.containerId(rec.id), bundleDir: paths.bundle, logFile: join(paths.dir, "console.log") });
+      const launch = { containerId: this.containerId(rec.id), bundleDir: paths.bundle, logFile: join(paths.dir, "console.log") };
+      // From a memory snapshot the first boot resumes its processes; a later start boots cold.
+      if (restoreFrom !== undefined) await runtime.restore({ ...launch, imageDir: restoreFrom });
+      else await runtime.start(launch);
       const agent = new AgentClient(net.sandboxIp, this.d.config.agentPort, rec.agent_token);
       await this.waitForAgent(agent, 30_000);
       this.agents.set(rec.id, agent);
@@ -247,6 +262,7 @@ export class SandboxService {
     if (req.idle_ttl_seconds !== undefined) patch.idle_ttl_seconds = req.idle_ttl_seconds;
     if (req.delete_after_stop_seconds !== undefined) patch.delete_after_stop_seconds = req.delete_after_stop_seconds;
     if (req.network_policy !== undefined) patch.network_policy = req.network_policy;
+    if (req.preserve_memory_on_stop !== undefined) patch.preserve_memory_on_stop = req.preserve_memory_on_stop;
     await this.lock.run(s.id, async () => {
       try {
         await this.d.store.updateSandbox(s.id, patch);
@@ -281,9 +297,10 @@ export class SandboxService {
     await this.lock.run(s.id, async () => {
       const cur = await this.d.store.getSandboxById(s.id);
       if (!cur || cur.status === "stopped" || cur.status === "deleting") return;
+      const preserved = cur.status === "ready" && cur.preserve_memory_on_stop && (await this.saveMemory(cur));
       await this.releaseCompute(cur);
       const now = nowIso();
-      await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: message, updated_at: now });
+      await this.d.store.updateSandbox(s.id, { status: "stopped", stopped_at: now, status_message: message, memory_preserved: preserved, updated_at: now });
     });
     return (await this.d.store.getSandboxById(s.id)) ?? s;
   }
@@ -295,9 +312,52 @@ export class SandboxService {
     const snap = await this.d.store.getSnapshotById(s.snapshot_id);
     if (!snap) throw new SandbarError("SNAPSHOT_NOT_FOUND", `snapshot of sandbox '${s.name}' no longer exists`);
     await this.d.store.updateSandbox(s.id, { status: "provisioning", status_message: null, updated_at: nowIso() });
-    const boot = this.startBoot(s, snap);
+    const saved = s.memory_preserved ? this.savedMemoryDir(s.id) : undefined;
+    const boot = this.startBoot(s, snap, saved).then(
+      () => this.forgetSavedMemory(s.id),
+      async (e: unknown) => {
+        if (!saved) throw e;
+        // A memory image that will not restore must not keep the sandbox down: boot from its files.
+        this.d.log.warn({ sandboxId: s.id, err: (e as Error).message }, "resuming saved memory failed; starting from files");
+        await this.forgetSavedMemory(s.id);
+        await this.d.store.updateSandbox(s.id, { status: "provisioning", status_message: null, updated_at: nowIso() });
+        await this.startBoot(s, snap);
+        await this.d.store.updateSandbox(s.id, { status_message: `its saved memory could not be resumed (${(e as Error).message.slice(0, 300)}); started from its files` });
+      },
+    );
     await this.awaitBoot(s, boot, timeoutSeconds);
     return (await this.d.store.getSandboxById(s.id)) ?? s;
+  }
+
+  private savedMemoryDir(id: string): string {
+    return join(this.d.rootfs.paths(id).dir, "memory");
+  }
+
+  /**
+   * Checkpoint a running sandbox's memory into its own directory before a stop. False (and a
+   * plain stop) when the runtime cannot or the checkpoint fails.
+   */
+  private async saveMemory(s: SandboxRecord): Promise<boolean> {
+    const runtime = this.runtimeOf(s);
+    if (!runtime.canCheckpoint) return false;
+    const dir = this.savedMemoryDir(s.id);
+    const cid = this.containerId(s.id);
+    try {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      await runtime.pause(cid);
+      await runtime.checkpoint(cid, dir);
+      return true;
+    } catch (e) {
+      this.d.log.warn({ sandboxId: s.id, err: (e as Error).message }, "saving memory before stop failed; stopping without it");
+      await rm(dir, { recursive: true, force: true });
+      return false;
+    }
+  }
+
+  private async forgetSavedMemory(id: string): Promise<void> {
+    await rm(this.savedMemoryDir(id), { recursive: true, force: true });
+    await this.d.store.updateSandbox(id, { memory_preserved: false });
   }
 
   /**
@@ -306,7 +366,7 @@ export class SandboxService {
    * is consistent; a stopped one has its disk mounted for the copy. /tmp is a tmpfs inside
    * the sandbox and never reaches this layer.
    */
-  async exportWritableLayer(s: SandboxRecord, dest: string): Promise<void> {
+  async exportWritableLayer(s: SandboxRecord, dest: string, memoryDir?: string): Promise<void> {
     await this.lock.run(s.id, async () => {
       const cur = (await this.d.store.getSandboxById(s.id)) ?? s;
       const snap = await this.d.store.getSnapshotById(cur.snapshot_id);
@@ -315,14 +375,20 @@ export class SandboxService {
         const p = this.d.rootfs.paths(cur.id);
         await run(["tar", "-C", p.upper, "-c", "-f", dest, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--exclude=./.sandbar", "."]);
       };
+      if (memoryDir !== undefined) this.assertCheckpointable(cur);
       if (cur.status === "ready") {
         const runtime = this.runtimeOf(cur);
         const cid = this.containerId(cur.id);
+        const started = Date.now();
         await runtime.pause(cid);
         try {
+          // Files and memory from the same frozen instant: the restored processes find the
+          // files exactly as they left them.
           await tarUpper();
+          if (memoryDir !== undefined) await runtime.checkpoint(cid, memoryDir);
         } finally {
           await runtime.resume(cid);
+          this.d.log.info({ sandboxId: cur.id, pausedMs: Date.now() - started, memory: memoryDir !== undefined }, "sandbox paused for a capture");
         }
       } else if (cur.status === "stopped") {
         await this.d.rootfs.mount(cur.id, cur.fs_capacity_bytes, snap.layers.map(digestHex));
@@ -335,6 +401,12 @@ export class SandboxService {
         throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${cur.name}' is ${cur.status}; capture needs a ready or stopped sandbox`);
       }
     });
+  }
+
+  /** Memory captures need a running sandbox on a runtime that can checkpoint. */
+  assertCheckpointable(s: SandboxRecord): void {
+    if (s.status !== "ready") throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${s.name}' is ${s.status}; a capture with memory needs a running sandbox`);
+    if (!this.runtimeOf(s).canCheckpoint) throw validationError("include_memory", `sandbox '${s.name}' runs on ${s.runtime}, which cannot save memory; capture without include_memory`);
   }
 
   /** The agent of a ready sandbox in this workspace; records activity. */

@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { rm } from "node:fs/promises";
+import { lstat, mkdir, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { CaptureSnapshotRequest, CreateSnapshotRequest, ListSnapshotsQuery, SnapshotView } from "@sandbar/shared";
 import type { Store } from "../store/store.js";
@@ -23,6 +23,8 @@ export class SnapshotService {
     private readonly log: Logger,
     /** Scratch space for capture tarballs (removed after each capture, and at start-up). */
     private readonly tmpRoot: string,
+    /** Memory images of memory snapshots, one directory per snapshot id. */
+    private readonly memoryRoot: string,
   ) {}
 
   view(s: SnapshotRecord): SnapshotView {
@@ -37,6 +39,7 @@ export class SnapshotService {
       fs_capacity_bytes: s.fs_capacity_bytes,
       fs_used_bytes: s.fs_used_bytes,
       registry_id: s.registry_id,
+      memory_snapshot_size_bytes: s.memory_snapshot_size_bytes,
       created_at: s.created_at,
       updated_at: s.updated_at,
     };
@@ -65,6 +68,8 @@ export class SnapshotService {
       parent_snapshot_id: null,
       layers: [],
       image_config: { env: [], workingDir: "/", user: "", entrypoint: [], cmd: [] },
+      memory_snapshot_size_bytes: null,
+      agent_token: null,
       created_at: now,
       updated_at: now,
     };
@@ -85,10 +90,11 @@ export class SnapshotService {
    */
   async capture(
     workspaceId: string,
-    sandbox: { id: string; snapshot_id: string; fs_capacity_bytes: number },
+    sandbox: { id: string; snapshot_id: string; fs_capacity_bytes: number; agent_token: string },
     req: CaptureSnapshotRequest,
-    exportLayer: (dest: string) => Promise<void>,
+    exportLayer: (dest: string, memoryDir: string | undefined) => Promise<void>,
   ): Promise<SnapshotRecord> {
+    const withMemory = req.include_memory === true || req.checkpoint === true;
     const parent = await this.store.getSnapshotById(sandbox.snapshot_id);
     if (!parent || parent.workspace_id !== workspaceId) throw new SandbarError("SNAPSHOT_NOT_FOUND", "the sandbox's snapshot no longer exists");
     const now = nowIso();
@@ -97,16 +103,18 @@ export class SnapshotService {
       id: newId(),
       name: req.name,
       status: "building",
-      status_message: "capturing the sandbox's filesystem",
+      status_message: withMemory ? "capturing the sandbox's memory and filesystem" : "capturing the sandbox's filesystem",
       docker_image: req.docker_image ?? parent.docker_image,
       source_sandbox_id: sandbox.id,
       parent_snapshot_id: parent.id,
       fs_capacity_bytes: req.fs_capacity_bytes ?? sandbox.fs_capacity_bytes,
+      memory_snapshot_size_bytes: null,
+      agent_token: withMemory ? sandbox.agent_token : null,
       created_at: now,
       updated_at: now,
     };
     await this.insert(rec);
-    const job = this.runCapture(rec, parent, exportLayer).finally(() => {
+    const job = this.runCapture(rec, parent, exportLayer, withMemory).finally(() => {
       this.builds.delete(rec.id);
       void this.collectLayers();
     });
@@ -114,25 +122,38 @@ export class SnapshotService {
     return rec;
   }
 
-  private async runCapture(rec: SnapshotRecord, parent: SnapshotRecord, exportLayer: (dest: string) => Promise<void>): Promise<void> {
+  private async runCapture(rec: SnapshotRecord, parent: SnapshotRecord, exportLayer: (dest: string, memoryDir: string | undefined) => Promise<void>, withMemory: boolean): Promise<void> {
     const log = this.log.child({ snapshotId: rec.id, sandboxId: rec.source_sandbox_id });
     const tar = join(this.tmpRoot, `capture-${rec.id}.tar`);
+    const memTmp = withMemory ? join(this.memoryRoot, `.tmp-${rec.id}`) : undefined;
     const started = Date.now();
     try {
-      await exportLayer(tar);
+      if (memTmp) await mkdir(memTmp, { recursive: true });
+      await exportLayer(tar, memTmp);
       const digest = await this.layers.ingestTar(tar);
       const layers = [...parent.layers, digest];
       let used = 0;
       for (const d of layers) used += await this.layers.sizeOf(d);
-      await this.store.updateSnapshot(rec.id, { status: "ready", status_message: null, layers, image_digest: null, fs_used_bytes: used, updated_at: nowIso() });
-      log.info({ ms: Date.now() - started, layer: digest }, "snapshot captured");
+      let memoryBytes: number | null = null;
+      if (memTmp) {
+        memoryBytes = await treeBytes(memTmp);
+        await rename(memTmp, this.memoryDir(rec.id));
+      }
+      await this.store.updateSnapshot(rec.id, { status: "ready", status_message: null, layers, image_digest: null, fs_used_bytes: used, memory_snapshot_size_bytes: memoryBytes, updated_at: nowIso() });
+      log.info({ ms: Date.now() - started, layer: digest, memoryBytes }, "snapshot captured");
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       log.warn({ err: message }, "capture failed");
       await this.store.updateSnapshot(rec.id, { status: "failed", status_message: `capture failed: ${message}`, updated_at: nowIso() });
+      if (memTmp) await rm(memTmp, { recursive: true, force: true });
     } finally {
       await rm(tar, { force: true });
     }
+  }
+
+  /** Where a snapshot's memory image lives (it exists when memory_snapshot_size_bytes is set). */
+  memoryDir(snapshotId: string): string {
+    return join(this.memoryRoot, snapshotId);
   }
 
   /** Insert a new record and start tracking its build; a taken name is NAME_CONFLICT. */
@@ -203,6 +224,7 @@ export class SnapshotService {
       await this.builds.get(s.id);
     }
     await this.store.deleteSnapshot(s.id);
+    await rm(this.memoryDir(s.id), { recursive: true, force: true });
     await this.collectLayers();
   }
 
@@ -223,6 +245,11 @@ export class SnapshotService {
 
   /** After a restart: builds that were running are gone; mark them failed. */
   async recover(): Promise<void> {
+    // Memory images of captures that never finished, or of snapshots no longer recorded.
+    const known = new Set((await this.store.listAllSnapshots()).filter((s) => s.status !== "building").map((s) => s.id));
+    for (const entry of await readdir(this.memoryRoot).catch(() => [] as string[])) {
+      if (!known.has(entry)) await rm(join(this.memoryRoot, entry), { recursive: true, force: true });
+    }
     for (const s of await this.store.listAllSnapshots()) {
       if (s.status === "building" || s.status === "deleting") {
         await this.store.updateSnapshot(s.id, { status: "failed", status_message: "server restarted during the build; create it again", updated_at: nowIso() });
@@ -230,4 +257,15 @@ export class SnapshotService {
     }
     await this.collectLayers();
   }
+}
+
+/** Bytes of the regular files under `dir`. */
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) total += await treeBytes(path);
+    else if (entry.isFile()) total += (await lstat(path)).size;
+  }
+  return total;
 }

@@ -64,4 +64,10 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sandboxes ADD COLUMN network_policy TEXT NOT NULL DEFAULT '{"egress":"deny_all","allow_cidrs":[],"allow_domains":[]}';
   `,
+  `
+  ALTER TABLE snapshots ADD COLUMN memory_snapshot_size_bytes INTEGER;
+  ALTER TABLE snapshots ADD COLUMN agent_token TEXT;
+  ALTER TABLE sandboxes ADD COLUMN preserve_memory_on_stop INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE sandboxes ADD COLUMN memory_preserved INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

@@ -43,6 +43,10 @@ export interface SnapshotRecord {
   /** Layer digests, lowest first. */
   layers: string[];
   image_config: ImageRunConfig;
+  /** Bytes of the memory image in `<data dir>/memory/<id>`; null without one. */
+  memory_snapshot_size_bytes: number | null;
+  /** The agent token baked into the memory image: sandboxes restored from it answer to it. */
+  agent_token: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -62,6 +66,9 @@ export interface SandboxRecord {
   fs_capacity_bytes: number;
   labels: Record<string, string>;
   network_policy: NetworkPolicy;
+  preserve_memory_on_stop: boolean;
+  /** Stopped with its memory saved in `<sandbox dir>/memory`; the next start restores it. */
+  memory_preserved: boolean;
   runtime: string;
   /** Index of the sandbox's /30 in the server's subnet; null while it has none. */
   net_index: number | null;

@@ -7,12 +7,14 @@ type Row = Record<string, unknown>;
 
 const SANDBOX_JSON = new Set(["labels", "network_policy"]);
 const SNAPSHOT_JSON = new Set(["layers", "image_config"]);
+/** SQLite has no booleans: these columns hold 0/1. */
+const BOOL_COLUMNS = ["preserve_memory_on_stop", "memory_preserved"];
 
 function encode(patch: Row, jsonCols: Set<string>): Row {
   const out: Row = {};
   for (const [k, v] of Object.entries(patch)) {
     if (v === undefined) continue;
-    out[k] = jsonCols.has(k) ? JSON.stringify(v) : v;
+    out[k] = jsonCols.has(k) ? JSON.stringify(v) : typeof v === "boolean" ? (v ? 1 : 0) : v;
   }
   return out;
 }
@@ -22,6 +24,9 @@ function decode<T>(row: Row | undefined, jsonCols: Set<string>): T | undefined {
   const out: Row = { ...row };
   for (const col of jsonCols) {
     if (typeof out[col] === "string") out[col] = JSON.parse(out[col] as string);
+  }
+  for (const col of BOOL_COLUMNS) {
+    if (col in out) out[col] = out[col] === 1;
   }
   return out as T;
 }

@@ -20,6 +20,8 @@ function snapshot(id: string, ws: string, name: string, layers: string[] = []): 
     parent_snapshot_id: null,
     layers,
     image_config: { env: ["A=1"], workingDir: "/", user: "", entrypoint: [], cmd: [] },
+    memory_snapshot_size_bytes: null,
+    agent_token: null,
     created_at: now,
     updated_at: now,
   };
@@ -41,6 +43,8 @@ function sandbox(id: string, ws: string, name: string, snap: string): SandboxRec
     fs_capacity_bytes: 1,
     labels: { a: "b" },
     network_policy: { egress: "allow_list", allow_cidrs: ["10.9.0.0/16"], allow_domains: ["example.com"] },
+    preserve_memory_on_stop: true,
+    memory_preserved: false,
     runtime: "runsc",
     net_index: 3,
     agent_token: "t",
@@ -78,6 +82,9 @@ export function storeContract(name: string, make: () => Promise<Store>): void {
       await s.insertSandbox(sandbox("b1", "w1", "box", "s1"));
       await s.insertSandbox(sandbox("b2", "w1", "other", "s1"));
       expect((await s.getSandbox("w1", "box"))?.labels).toEqual({ a: "b" });
+      expect((await s.getSandbox("w1", "box"))?.preserve_memory_on_stop).toBe(true);
+      await s.updateSandbox((await s.getSandbox("w1", "box"))?.id ?? "", { memory_preserved: true });
+      expect((await s.getSandbox("w1", "box"))?.memory_preserved).toBe(true);
       expect((await s.getSandbox("w1", "box"))?.network_policy).toEqual({ egress: "allow_list", allow_cidrs: ["10.9.0.0/16"], allow_domains: ["example.com"] });
       expect((await s.getSandbox("w1", "b2"))?.name).toBe("other");
       await expect(s.updateSandbox("b2", { name: "box" })).rejects.toBeInstanceOf(NameTakenError);
