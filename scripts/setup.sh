@@ -36,8 +36,9 @@ PIN
 fi
 
 PKGS=(runc skopeo umoci docker-registry iproute2 nftables e2fsprogs mmdebstrap golang-go attr util-linux zstd tar ca-certificates
-  # tests and benches only: a real browser for service URLs, the reference yamux for interop, wrk
-  chromium golang-github-hashicorp-yamux-dev wrk)
+  # tests and benches only: a real browser for service URLs, the reference yamux for interop, wrk,
+  # htpasswd and openssl for the private-registry test
+  chromium golang-github-hashicorp-yamux-dev wrk apache2-utils openssl)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 runsc_ok=0

@@ -10,6 +10,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { get } from "node:http";
+import { get as httpsGet } from "node:https";
 import { Socket, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +24,10 @@ import { runCommand } from "./run-command.js";
 export interface StartRegistryOptions {
   /** How long to wait for GET /v2/ to answer 200; 15 s unless given. */
   readyTimeoutMs?: number;
+  /** Serve HTTPS with this certificate and key (PEM files). */
+  tls?: { certFile: string; keyFile: string };
+  /** Require basic auth against this htpasswd file (bcrypt entries). */
+  htpasswdFile?: string;
 }
 
 export interface TestRegistry {
@@ -50,7 +55,7 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     // The port is free when probed but could be taken before the registry binds it: retry.
     const port = await findFreePort();
     try {
-      return await startOnPort(port, readyTimeoutMs);
+      return await startOnPort(port, readyTimeoutMs, options);
     } catch (error) {
       if (!(error instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw error;
     }
@@ -86,12 +91,12 @@ export async function remoteLayerDigests(host: string, repoAndTag: string): Prom
 
 class PortTakenError extends Error {}
 
-async function startOnPort(port: number, readyTimeoutMs: number): Promise<TestRegistry> {
+async function startOnPort(port: number, readyTimeoutMs: number, options: StartRegistryOptions): Promise<TestRegistry> {
   const dir = await mkdtemp(join(tmpdir(), `${TEMP_PREFIX}${process.pid}-`));
   const host = `127.0.0.1:${port}`;
-  const url = `http://${host}`;
+  const url = `${options.tls ? "https" : "http"}://${host}`;
   const configPath = join(dir, "config.yml");
-  await writeFile(configPath, registryConfig(host, join(dir, "data")));
+  await writeFile(configPath, registryConfig(host, join(dir, "data"), options));
 
   const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", "docker-registry", "serve", configPath], {
     stdio: ["ignore", "pipe", "pipe"],
@@ -129,7 +134,9 @@ async function startOnPort(port: number, readyTimeoutMs: number): Promise<TestRe
   return { host, url, stop };
 }
 
-function registryConfig(addr: string, dataDir: string): string {
+function registryConfig(addr: string, dataDir: string, options: StartRegistryOptions = {}): string {
+  const tls = options.tls ? ["  tls:", `    certificate: ${options.tls.certFile}`, `    key: ${options.tls.keyFile}`] : [];
+  const auth = options.htpasswdFile ? ["auth:", "  htpasswd:", "    realm: sandbar-test", `    path: ${options.htpasswdFile}`] : [];
   return [
     "version: 0.1",
     "log:",
@@ -141,8 +148,10 @@ function registryConfig(addr: string, dataDir: string): string {
     `    rootdirectory: ${dataDir}`,
     "  delete:",
     "    enabled: true",
+    ...auth,
     "http:",
     `  addr: ${addr}`,
+    ...tls,
     "",
   ].join("\n");
 }
@@ -160,7 +169,9 @@ async function waitUntilReady(
     if (child.exitCode !== null || child.signalCode !== null) {
       throw new Error(`it exited (${child.exitCode ?? child.signalCode ?? "?"})`);
     }
-    if ((await httpStatus(`${url}/v2/`)) === 200) return;
+    // A registry with auth answers 401 until credentials come: it is up.
+    const status = await httpStatus(`${url}/v2/`);
+    if (status === 200 || status === 401) return;
     if (Date.now() > deadline) throw new Error(`GET ${url}/v2/ did not answer 200 within ${timeoutMs} ms`);
     await sleep(50);
   }
@@ -169,7 +180,8 @@ async function waitUntilReady(
 /** Status of a GET, or undefined when nothing answers; no keep-alive so no socket lingers. */
 function httpStatus(url: string): Promise<number | undefined> {
   return new Promise((resolve) => {
-    const request = get(url, { agent: false, timeout: 1000 }, (response) => {
+    const getter = url.startsWith("https:") ? httpsGet : get;
+    const request = getter(url, { agent: false, timeout: 1000, rejectUnauthorized: false }, (response) => {
       response.resume();
       resolve(response.statusCode);
     });

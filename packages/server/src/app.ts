@@ -19,6 +19,7 @@ import { downloadLinkRoutes, downloadUrlRoute } from "./dataplane/download-links
 import type { LinkTokens } from "./auth/link-tokens.js";
 import { ServiceProxy, serviceUrlRoute } from "./dataplane/service-proxy.js";
 import { tunnelRoutes } from "./dataplane/tunnel.js";
+import { registryRoutes, type RegistryService } from "./registries/registry-service.js";
 
 export interface AppDeps {
   log: Logger;
@@ -27,6 +28,7 @@ export interface AppDeps {
   snapshots: SnapshotService;
   maxUploadBytes: number;
   tokens: LinkTokens;
+  registries: RegistryService;
   publicUrl: () => string;
   /** Wildcard domain for service URLs (config.serviceDomain). */
   serviceDomain: string | undefined;
@@ -71,6 +73,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
         downloadUrlRoute(scope, d.sandboxes, d.tokens, d.publicUrl);
         serviceUrlRoute(scope, d.sandboxes, d.tokens, { publicUrl: d.publicUrl, serviceDomain: d.serviceDomain }, d.agentPort);
         snapshotRoutes(scope, d.snapshots);
+        registryRoutes(scope, d.registries);
       },
       { prefix },
     );

@@ -8,6 +8,8 @@ import { ApiKeyService, DEFAULT_WORKSPACE } from "./auth/api-key-service.js";
 import { LayerStore } from "./images/layer-store.js";
 import { ImagePuller } from "./images/image-puller.js";
 import { RootfsManager } from "./storage/rootfs-manager.js";
+import { RegistryService } from "./registries/registry-service.js";
+import { SecretBox } from "./auth/secret-box.js";
 import { DnsProxy, readSystemResolvers } from "./network/dns-proxy.js";
 import { NetworkManager } from "./network/network-manager.js";
 import { OciRuntime } from "./runtime/oci-runtime.js";
@@ -71,12 +73,13 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const rootOf = (name: string): string | undefined => (config.runtimeRoot ? join(config.runtimeRoot, name) : undefined);
   const runtimes = { runsc: OciRuntime.runsc(rootOf("runsc")), runc: OciRuntime.runc(rootOf("runc")) };
 
-  const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }), join(d, "tmp"), join(d, "memory"));
+  const registries = new RegistryService(store, await SecretBox.load(join(d, "secret-key")));
+  const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }), join(d, "tmp"), join(d, "memory"), registries);
   const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtimes, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
 
   let ready = false;
   const tokens = await LinkTokens.load(join(d, "link-secret"));
-  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, publicUrl: () => config.publicUrl, serviceDomain: config.serviceDomain, agentPort: config.agentPort, isReady: () => ready });
+  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, registries, publicUrl: () => config.publicUrl, serviceDomain: config.serviceDomain, agentPort: config.agentPort, isReady: () => ready });
   await snapshots.recover();
   await sandboxes.recover();
   sandboxes.startMonitor(config.monitorIntervalMs);

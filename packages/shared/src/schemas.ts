@@ -118,13 +118,33 @@ export const listSandboxesQuery = z.object({
 });
 export type ListSandboxesQuery = z.infer<typeof listSandboxesQuery>;
 
+/** Registry addresses: `https://host[:port]`, `host[:port]` (a path after the host is ignored). */
+const registryUrl = z
+  .string()
+  .min(1)
+  .max(512)
+  .regex(/^(?:https?:\/\/)?[A-Za-z0-9.-]+(?::\d{1,5})?(?:\/[^\s]*)?$/, "must be a registry address such as https://registry.example.com or registry.example.com:5000");
+
 /** POST /snapshots */
-export const createSnapshotRequest = z.object({
-  name: snapshotName,
-  docker_image: imageReference,
-  fs_capacity_bytes: fsCapacity.optional(),
-  registry_id: z.string().max(128).optional(),
-});
+export const createSnapshotRequest = z
+  .object({
+    name: snapshotName,
+    docker_image: imageReference,
+    fs_capacity_bytes: fsCapacity.optional(),
+    /** A registered registry (id or name) whose credentials pull the image. */
+    registry_id: z.string().min(1).max(128).optional(),
+    /** Inline credentials, used for this pull only and never stored. */
+    registry_url: registryUrl.optional(),
+    registry_username: z.string().min(1).max(256).optional(),
+    registry_password: z.string().min(1).max(4096).optional(),
+  })
+  .superRefine((v, ctx) => {
+    const inline = v.registry_url !== undefined || v.registry_username !== undefined || v.registry_password !== undefined;
+    if (inline && v.registry_id !== undefined) ctx.addIssue({ code: "custom", path: ["registry_id"], message: "pass either registry_id or inline registry credentials, not both" });
+    if (inline && (v.registry_username === undefined) !== (v.registry_password === undefined)) {
+      ctx.addIssue({ code: "custom", path: ["registry_password"], message: "registry_username and registry_password go together" });
+    }
+  });
 export type CreateSnapshotRequest = z.infer<typeof createSnapshotRequest>;
 
 /** POST /boxes/{name}/snapshot: capture the sandbox's filesystem as a new snapshot. */
@@ -252,4 +272,62 @@ export interface ServiceUrlView {
   service_url: string;
   token: string;
   expires_at: string;
+}
+
+/** Registry names: like snapshot names. */
+export const registryName = snapshotName;
+
+const registryFields = {
+  name: registryName,
+  url: registryUrl,
+  username: z.string().min(1).max(256).optional(),
+  password: z.string().min(1).max(4096).optional(),
+  /** Only DOCKER_CONFIG (username and password) exists here. */
+  auth_type: z.enum(["DOCKER_CONFIG", "AWS_ROLE"]).optional(),
+  aws_role_arn: z.string().max(2048).optional(),
+};
+
+function noAwsRole(v: { auth_type?: string; aws_role_arn?: string }, ctx: z.RefinementCtx): void {
+  if (v.auth_type === "AWS_ROLE" || v.aws_role_arn !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["auth_type"], message: "AWS_ROLE registries are not supported by this server; use DOCKER_CONFIG with username and password" });
+  }
+}
+
+/** POST /registries */
+export const createRegistryRequest = z
+  .object(registryFields)
+  .superRefine((v, ctx) => {
+    noAwsRole(v, ctx);
+    if ((v.username === undefined) !== (v.password === undefined)) ctx.addIssue({ code: "custom", path: ["password"], message: "username and password go together" });
+  });
+export type CreateRegistryRequest = z.infer<typeof createRegistryRequest>;
+
+/** PATCH /registries/{name} */
+export const updateRegistryRequest = z
+  .object({ ...registryFields, name: registryName.optional(), url: registryUrl.optional() })
+  .superRefine(noAwsRole);
+export type UpdateRegistryRequest = z.infer<typeof updateRegistryRequest>;
+
+/** GET /registries query: limit/offset, or page_size/cursor. */
+export const listRegistriesQuery = z.object({
+  name_contains: z.string().max(128).optional(),
+  limit: z.coerce.number().int().min(1).max(500).optional(),
+  offset: z.coerce.number().int().min(0).optional(),
+  page_size: z.coerce.number().int().min(1).max(100).optional(),
+  cursor: z.string().max(64).regex(/^\d+$/, "must be a cursor from next_cursor").optional(),
+});
+export type ListRegistriesQuery = z.infer<typeof listRegistriesQuery>;
+
+/** A registry as the API returns it: never its password. */
+export interface RegistryView {
+  id: string;
+  name: string;
+  url: string;
+  auth_type: "DOCKER_CONFIG";
+  provider: "DOCKER_REGISTRY";
+  username: string | null;
+  /** Whether a password is stored (it is never returned). */
+  has_password: boolean;
+  created_at: string;
+  updated_at: string;
 }

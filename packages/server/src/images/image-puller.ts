@@ -1,4 +1,5 @@
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { spawn } from "node:child_process";
@@ -85,7 +86,10 @@ export class ImagePuller {
   }
 
   private tlsFlags(ref: ImageRef, flag: "--tls-verify" | "--src-tls-verify"): string[] {
-    const insecure = isLoopbackRegistry(ref.registry) || this.insecureRegistries.includes(ref.registry);
+    // A loopback registry is taken as plain HTTP unless the host trusts a CA for it
+    // (/etc/containers/certs.d/<host:port>/, where skopeo looks): then TLS is verified.
+    const trustedCa = existsSync(join(CERTS_D, ref.registry));
+    const insecure = (isLoopbackRegistry(ref.registry) && !trustedCa) || this.insecureRegistries.includes(ref.registry);
     return insecure ? [`${flag}=false`] : [];
   }
 
@@ -97,8 +101,25 @@ export class ImagePuller {
       throw new ImagePullError((e as Error).message, "bad_reference");
     }
     if (ref.registry === LOCAL_REGISTRY) return this.pullLocal(ref, opts.onProgress);
-    const creds = opts.credentials ? [`--creds=${opts.credentials.username}:${opts.credentials.password}`] : [];
-    const srcCreds = opts.credentials ? [`--src-creds=${opts.credentials.username}:${opts.credentials.password}`] : [];
+    // Credentials go to skopeo in a 0600 auth file, never on its command line (ps would show them).
+    const authFile = opts.credentials ? await this.writeAuthFile(ref.registry, opts.credentials) : undefined;
+    try {
+      return await this.pullRemote(ref, opts, authFile);
+    } finally {
+      if (authFile) await rm(authFile, { force: true });
+    }
+  }
+
+  private async writeAuthFile(registry: string, c: RegistryCredentials): Promise<string> {
+    const path = join(this.tmpRoot, `auth-${randomHex(8)}.json`);
+    const auth = Buffer.from(`${c.username}:${c.password}`).toString("base64");
+    await writeFile(path, JSON.stringify({ auths: { [registry]: { auth } } }), { mode: 0o600 });
+    return path;
+  }
+
+  private async pullRemote(ref: ImageRef, opts: PullOptions, authFile: string | undefined): Promise<PulledImage> {
+    const creds = authFile ? [`--authfile=${authFile}`] : [];
+    const srcCreds = authFile ? [`--src-authfile=${authFile}`] : [];
     const base = ["skopeo", "--policy", this.policyPath];
     opts.onProgress?.(`resolving ${ref.canonical}`);
     let rawManifest: string;
@@ -201,6 +222,9 @@ export class ImagePuller {
     };
   }
 }
+
+/** Where containers/image (skopeo) looks for per-registry CA certificates. */
+const CERTS_D = "/etc/containers/certs.d";
 
 /** Turn skopeo's error text into a cause a user can act on. */
 function classify(e: unknown, ref: ImageRef): ImagePullError {

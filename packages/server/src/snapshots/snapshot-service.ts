@@ -5,7 +5,8 @@ import type { CaptureSnapshotRequest, CreateSnapshotRequest, ListSnapshotsQuery,
 import type { Store } from "../store/store.js";
 import { NameTakenError } from "../store/store.js";
 import type { SnapshotRecord } from "../store/records.js";
-import type { ImagePuller } from "../images/image-puller.js";
+import type { ImagePuller, RegistryCredentials } from "../images/image-puller.js";
+import type { RegistryService } from "../registries/registry-service.js";
 import type { LayerStore } from "../images/layer-store.js";
 import { SandbarError } from "../util/errors.js";
 import { newId, nowIso } from "../util/ids.js";
@@ -25,6 +26,8 @@ export class SnapshotService {
     private readonly tmpRoot: string,
     /** Memory images of memory snapshots, one directory per snapshot id. */
     private readonly memoryRoot: string,
+    /** Resolves registry_id and inline credentials of image snapshots. */
+    private readonly registries?: RegistryService,
   ) {}
 
   view(s: SnapshotRecord): SnapshotView {
@@ -47,11 +50,8 @@ export class SnapshotService {
 
   /** Start building a snapshot from an image; resolves with the `building` record. */
   async create(workspaceId: string, req: CreateSnapshotRequest): Promise<SnapshotRecord> {
-    if (req.registry_id !== undefined) {
-      throw new SandbarError("VALIDATION_ERROR", "registry_id: registries are not supported by this server yet", [
-        { loc: ["body", "registry_id"], msg: "registries are not supported by this server yet", type: "value_error" },
-      ]);
-    }
+    // Credentials stay in memory for the pull only; a registered registry's id is recorded.
+    const { credentials, registryId } = this.registries ? await this.registries.credentialsFor(workspaceId, req.docker_image, req) : { credentials: undefined, registryId: null };
     const now = nowIso();
     const rec: SnapshotRecord = {
       id: newId(),
@@ -64,7 +64,7 @@ export class SnapshotService {
       source_sandbox_id: null,
       fs_capacity_bytes: req.fs_capacity_bytes ?? this.defaultFsCapacity,
       fs_used_bytes: null,
-      registry_id: null,
+      registry_id: registryId,
       parent_snapshot_id: null,
       layers: [],
       image_config: { env: [], workingDir: "/", user: "", entrypoint: [], cmd: [] },
@@ -74,7 +74,7 @@ export class SnapshotService {
       updated_at: now,
     };
     await this.insert(rec);
-    const build = this.build(rec).finally(() => {
+    const build = this.build(rec, credentials).finally(() => {
       this.builds.delete(rec.id);
       // A failed build may leave layers nothing references.
       void this.collectLayers();
@@ -173,11 +173,12 @@ export class SnapshotService {
     await Promise.race([b, new Promise((r) => setTimeout(r, ms))]);
   }
 
-  private async build(rec: SnapshotRecord): Promise<void> {
+  private async build(rec: SnapshotRecord, credentials?: RegistryCredentials): Promise<void> {
     const log = this.log.child({ snapshotId: rec.id });
     let lastProgress = 0;
     try {
       const pulled = await this.puller.pull(rec.docker_image ?? "", {
+        credentials,
         onProgress: (line) => {
           const now = Date.now();
           if (now - lastProgress < 250) return;

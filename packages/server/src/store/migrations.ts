@@ -70,4 +70,18 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sandboxes ADD COLUMN preserve_memory_on_stop INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE sandboxes ADD COLUMN memory_preserved INTEGER NOT NULL DEFAULT 0;
   `,
+  `
+  CREATE TABLE registries (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    username TEXT,
+    password_enc TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (workspace_id, name)
+  );
+  `,
 ];

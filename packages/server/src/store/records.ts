@@ -82,3 +82,19 @@ export interface Page {
   limit: number;
   offset: number;
 }
+
+/** Credentials for a private registry; the password only ever encrypted. */
+export interface RegistryRecord {
+  id: string;
+  workspace_id: string;
+  name: string;
+  /** As given (`https://registry.example.com` or `registry.example.com:5000`). */
+  url: string;
+  /** host[:port] the url names; images from it use these credentials. */
+  host: string;
+  username: string | null;
+  /** AES-256-GCM ciphertext (`v1.<iv>.<tag>.<data>`, base64url) of the password; null without one. */
+  password_enc: string | null;
+  created_at: string;
+  updated_at: string;
+}

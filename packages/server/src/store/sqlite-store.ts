@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import type { ApiKeyRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
+import type { ApiKeyRecord, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
 import { NameTakenError, type SandboxListFilter, type SnapshotListFilter, type Store } from "./store.js";
 import { MIGRATIONS } from "./migrations.js";
 
@@ -7,6 +7,7 @@ type Row = Record<string, unknown>;
 
 const SANDBOX_JSON = new Set(["labels", "network_policy"]);
 const SNAPSHOT_JSON = new Set(["layers", "image_config"]);
+const NO_JSON = new Set<string>();
 /** SQLite has no booleans: these columns hold 0/1. */
 const BOOL_COLUMNS = ["preserve_memory_on_stop", "memory_preserved"];
 
@@ -90,6 +91,8 @@ export class SqliteStore implements Store {
       listAllSandboxes: db.prepare("SELECT * FROM sandboxes"),
       countUsing: db.prepare("SELECT COUNT(*) AS n FROM sandboxes WHERE snapshot_id = ?"),
       deleteSandbox: db.prepare("DELETE FROM sandboxes WHERE id = ?"),
+      getRegistry: db.prepare("SELECT * FROM registries WHERE workspace_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1"),
+      deleteRegistry: db.prepare("DELETE FROM registries WHERE id = ?"),
     };
   }
 
@@ -216,7 +219,37 @@ export class SqliteStore implements Store {
     this.stmts.deleteSandbox.run(id);
   }
 
-  private update(table: "sandboxes" | "snapshots", id: string, row: Row, kind: "sandbox" | "snapshot", name: unknown): void {
+  async insertRegistry(r: RegistryRecord): Promise<void> {
+    const row = encode(r as unknown as Row, NO_JSON);
+    const cols = Object.keys(row);
+    try {
+      this.db.prepare(`INSERT INTO registries (${cols.join(", ")}) VALUES (${cols.map((c) => `@${c}`).join(", ")})`).run(row);
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new NameTakenError("registry", r.name);
+      throw e;
+    }
+  }
+  async updateRegistry(id: string, patch: Partial<RegistryRecord>): Promise<void> {
+    this.update("registries", id, encode(patch as Row, NO_JSON), "registry", patch.name);
+  }
+  async getRegistry(workspaceId: string, idOrName: string): Promise<RegistryRecord | undefined> {
+    return decode<RegistryRecord>(this.stmts.getRegistry.get(workspaceId, idOrName, idOrName, idOrName) as Row | undefined, NO_JSON);
+  }
+  async listRegistries(workspaceId: string, f: SnapshotListFilter): Promise<RegistryRecord[]> {
+    const where = ["workspace_id = @ws"];
+    const params: Row = { ws: workspaceId, limit: f.limit, offset: f.offset };
+    if (f.nameContains) {
+      where.push("name LIKE @like ESCAPE '\\' COLLATE NOCASE");
+      params.like = likePattern(f.nameContains);
+    }
+    const sql = `SELECT * FROM registries WHERE ${where.join(" AND ")} ORDER BY created_at DESC, id LIMIT @limit OFFSET @offset`;
+    return (this.db.prepare(sql).all(params) as Row[]).map((r) => decode<RegistryRecord>(r, NO_JSON) as RegistryRecord);
+  }
+  async deleteRegistry(id: string): Promise<void> {
+    this.stmts.deleteRegistry.run(id);
+  }
+
+  private update(table: "sandboxes" | "snapshots" | "registries", id: string, row: Row, kind: "sandbox" | "snapshot" | "registry", name: unknown): void {
     const cols = Object.keys(row).filter((c) => c !== "id");
     if (cols.length === 0) return;
     try {

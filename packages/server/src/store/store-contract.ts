@@ -122,5 +122,24 @@ export function storeContract(name: string, make: () => Promise<Store>): void {
       expect((await s.findApiKeyByHash("h"))?.revoked_at).toBe(now);
       s.close();
     });
+
+    it("stores registries per workspace with unique names", async () => {
+      const s = await setup();
+      const reg = { id: "r1", workspace_id: "w1", name: "priv", url: "https://r.example", host: "r.example", username: "u", password_enc: "v1.a.b.c", created_at: now, updated_at: now };
+      await s.insertRegistry(reg);
+      await s.insertRegistry({ ...reg, id: "r2", workspace_id: "w2" });
+      await expect(s.insertRegistry({ ...reg, id: "r3" })).rejects.toBeInstanceOf(NameTakenError);
+      expect(await s.getRegistry("w1", "priv")).toEqual(reg);
+      expect((await s.getRegistry("w1", "r1"))?.id).toBe("r1");
+      expect(await s.getRegistry("w1", "r2")).toBeUndefined();
+      await s.insertRegistry({ ...reg, id: "r4", name: "other" });
+      await expect(s.updateRegistry("r4", { name: "priv" })).rejects.toBeInstanceOf(NameTakenError);
+      await s.updateRegistry("r4", { password_enc: null, username: null });
+      expect((await s.getRegistry("w1", "other"))?.password_enc).toBeNull();
+      expect((await s.listRegistries("w1", { limit: 50, offset: 0, nameContains: "oth" })).map((r) => r.id)).toEqual(["r4"]);
+      await s.deleteRegistry("r1");
+      expect(await s.getRegistry("w1", "priv")).toBeUndefined();
+      s.close();
+    });
   });
 }

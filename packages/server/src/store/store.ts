@@ -1,4 +1,4 @@
-import type { ApiKeyRecord, Page, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
+import type { ApiKeyRecord, Page, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
 import type { SandboxStatus } from "@sandbar/shared";
 
 export interface SandboxListFilter extends Page {
@@ -48,11 +48,17 @@ export interface Store {
   listAllSandboxes(): Promise<SandboxRecord[]>;
   countSandboxesUsingSnapshot(snapshotId: string): Promise<number>;
   deleteSandbox(id: string): Promise<void>;
+
+  insertRegistry(r: RegistryRecord): Promise<void>;
+  updateRegistry(id: string, patch: Partial<RegistryRecord>): Promise<void>;
+  getRegistry(workspaceId: string, idOrName: string): Promise<RegistryRecord | undefined>;
+  listRegistries(workspaceId: string, filter: SnapshotListFilter): Promise<RegistryRecord[]>;
+  deleteRegistry(id: string): Promise<void>;
 }
 
 /** Thrown by the store when a unique name is already used. */
 export class NameTakenError extends Error {
-  constructor(readonly kind: "sandbox" | "snapshot" | "workspace", readonly takenName: string) {
+  constructor(readonly kind: "sandbox" | "snapshot" | "workspace" | "registry", readonly takenName: string) {
     super(`${kind} name '${takenName}' is already in use`);
     this.name = "NameTakenError";
   }
