@@ -153,6 +153,8 @@ describe("memory snapshots: checkpoint, resume, branch", () => {
     const cap = await w.t.call("POST", `/boxes/${stopped.name}/snapshot`, { name: "never", include_memory: true });
     expect(cap.status).toBe(400);
     expect(((await cap.json()) as { code: string }).code).toBe("SANDBOX_NOT_READY");
+    // LangSmith's "promote an existing checkpoint" has nothing to promote here.
+    expect((await w.t.call("POST", `/boxes/${source.name}/snapshot`, { name: "promote", checkpoint: "ckpt-1" })).status).toBe(422);
   });
 
   it("a filesystem capture has no memory image", async () => {

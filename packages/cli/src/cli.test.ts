@@ -1,6 +1,7 @@
 /**
  * The CLI (run from source with tsx) against a stand-in server: the request bodies of
- * `sandbox create` with egress flags and of `service-url`, and `tunnel` forwarding until SIGINT.
+ * `sandbox create` with egress and memory flags, of `sandbox snapshot` and of `service-url`, and
+ * `tunnel` forwarding until SIGINT.
  */
 import { spawn } from "node:child_process";
 import http from "node:http";
@@ -31,6 +32,10 @@ function info(): Record<string, unknown> {
   return { id: "sb-1", name: "box", status: "ready", dataplane_url: `http://127.0.0.1:${port}/dataplane/sb-1`, network_policy: { egress: "allow_all", allow_cidrs: [], allow_domains: [] } };
 }
 
+function snapshotView(withMemory: boolean): Record<string, unknown> {
+  return { id: withMemory ? "sn-mem" : "sn-files", name: "warm", status: "ready", status_message: null, source_sandbox_id: "sb-1", memory_snapshot_size_bytes: withMemory ? 52428800 : null };
+}
+
 /** A tunnel stream that answers OK to any port and echoes what it gets. */
 function echoStream(stream: Duplex): void {
   stream.on("error", () => undefined);
@@ -55,6 +60,12 @@ beforeAll(async () => {
       const send = (status: number, body: unknown): void => void res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
       if (req.method === "POST" && req.url === "/v2/sandboxes/boxes") return send(201, info());
       if (req.method === "GET" && req.url === "/v2/sandboxes/boxes/box") return send(200, info());
+      if (req.method === "POST" && req.url === "/v2/sandboxes/boxes/box/snapshot") {
+        const withMemory = (JSON.parse(raw) as { include_memory?: boolean }).include_memory === true;
+        return send(201, snapshotView(withMemory));
+      }
+      if (req.method === "GET" && req.url === "/v2/sandboxes/snapshots/sn-mem") return send(200, snapshotView(true));
+      if (req.method === "GET" && req.url === "/v2/sandboxes/snapshots/sn-files") return send(200, snapshotView(false));
       if (req.method === "POST" && req.url === "/v2/sandboxes/boxes/box/service-url") {
         return send(200, { browser_url: "http://8000--sb-1.localhost/__sandbar/auth?token=tk", service_url: `http://127.0.0.1:${port}/svc/sb-1/8000`, token: "tk", expires_at: "2030-01-01T00:00:00.000Z" });
       }
@@ -115,6 +126,42 @@ describe.concurrent("sandbox create --egress/--allow-cidr/--allow-domain", () =>
     expect(r.code).toBe(1);
     expect(r.stderr).toBe("error: --egress must be one of deny_all, allow_all, allow_list, not 'some'\n");
     expect(requests.filter((x) => (x.body as { name?: string } | undefined)?.name === "never-sent")).toEqual([]);
+  }, 30_000);
+});
+
+describe.concurrent("memory snapshots: sandbox create --no-restore-memory/--preserve-memory, sandbox snapshot --memory", () => {
+  it.each([
+    [["--no-restore-memory", "--preserve-memory"], { restore_memory: false, preserve_memory_on_stop: true }],
+    [["--preserve-memory"], { preserve_memory_on_stop: true }],
+    [["--no-restore-memory"], { restore_memory: false }],
+    [[], {}],
+  ])("create %j sends %j", async (flags, expected) => {
+    const name = `m-${Math.random().toString(16).slice(2, 10)}`;
+    const r = await run(["sandbox", "create", "--snapshot", "warm", "--name", name, ...flags]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const body = requests.find((x) => x.method === "POST" && (x.body as { name?: string } | undefined)?.name === name)?.body as Record<string, unknown>;
+    const memory = Object.fromEntries(Object.entries(body).filter(([k]) => k === "restore_memory" || k === "preserve_memory_on_stop"));
+    expect(memory).toEqual(expected);
+  }, 30_000);
+
+  it.each([
+    [["--memory"], { include_memory: true }, 52428800],
+    [["--fs-capacity", "2147483648"], { fs_capacity_bytes: 2147483648 }, null],
+  ])("snapshot box NAME %j captures with %j and prints the snapshot", async (flags, expected, size) => {
+    const name = `s-${Math.random().toString(16).slice(2, 10)}`;
+    const r = await run(["sandbox", "snapshot", "box", name, ...flags]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const body = requests.find((x) => x.url === "/v2/sandboxes/boxes/box/snapshot" && (x.body as { name?: string } | undefined)?.name === name)?.body;
+    expect(body).toEqual({ name, ...expected });
+    expect(JSON.parse(r.stdout)).toMatchObject({ name: "warm", status: "ready", memory_snapshot_size_bytes: size });
+  }, 30_000);
+
+  it("snapshot without a snapshot name fails before calling the server", async () => {
+    const r = await run(["sandbox", "snapshot", "box", "--memory"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("error: missing snapshot name: sandbar sandbox snapshot SANDBOX SNAPSHOT_NAME [--memory]\n");
   }, 30_000);
 });
 

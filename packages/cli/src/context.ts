@@ -16,6 +16,11 @@ export function flag(args: Args, name: string): string | undefined {
   return typeof v === "string" ? v : undefined;
 }
 
+/** A flag without a value (`--memory`): true when given. */
+export function boolFlag(args: Args, name: string): boolean {
+  return args.flags[name] === true;
+}
+
 /** All values of a repeatable flag; each may also hold a comma-separated list. */
 export function flagList(args: Args, name: string): string[] {
   const v = args.flags[name];

@@ -17,7 +17,10 @@ const USAGE = `usage: sandbar <command>
   image ls | image rm NAME          (local images: docker_image sandbar.local/NAME:TAG)
   snapshot create NAME --image IMAGE [--fs-capacity BYTES] | ls | get ID | rm ID
   sandbox create --snapshot S [--name N] [--egress deny_all|allow_all|allow_list]
-                 [--allow-cidr CIDR]... [--allow-domain NAME]... | ls | get N | rm N | stop N | start N
+                 [--allow-cidr CIDR]... [--allow-domain NAME]... [--no-restore-memory] [--preserve-memory]
+  sandbox ls | get N | rm N | stop N | start N
+  sandbox snapshot N SNAPSHOT_NAME [--memory] [--fs-capacity BYTES] [--timeout S]
+                 (capture the sandbox's files, with --memory also its memory and processes; runsc only)
   sandbox exec NAME -- COMMAND... (streams) | sandbox shell NAME (interactive pty)
   sandbox cp SRC DST   (one side SANDBOX:/path)
   tunnel SANDBOX REMOTE_PORT [LOCAL_PORT] [--host H]   (forward a local port until Ctrl-C; default a free one)
@@ -25,11 +28,14 @@ const USAGE = `usage: sandbar <command>
 common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
 
 const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires"];
+/** Flags that take no value: present or not. */
+const BOOLEAN_FLAGS = ["memory", "no-restore-memory", "preserve-memory"];
 /** Flags that may be repeated (values collect in a list). */
 const LIST_FLAGS = ["allow-cidr", "allow-domain"];
 const OPTIONS = {
   ...Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
   ...Object.fromEntries(LIST_FLAGS.map((f) => [f, { type: "string" as const, multiple: true }])),
+  ...Object.fromEntries(BOOLEAN_FLAGS.map((f) => [f, { type: "boolean" as const }])),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -178,6 +178,57 @@ describe("network policy", () => {
   });
 });
 
+describe("memory snapshots", () => {
+  it("captureSnapshot sends include_memory only when given, from the client and from a sandbox", async () => {
+    const view = { ...SNAPSHOT, id: "sn-2", name: "warm", source_sandbox_id: "sb-1", memory_snapshot_size_bytes: 52428800 };
+    const s = server({
+      "POST /v2/sandboxes/boxes/box/snapshot": () => json(201, view),
+      "POST /v2/sandboxes/boxes/sb-1/snapshot": () => json(201, view),
+      "GET /v2/sandboxes/snapshots/sn-2": () => json(200, view),
+      "GET /v2/sandboxes/boxes/box": () => json(200, SANDBOX),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    const snap = await c.captureSnapshot("box", "warm", { includeMemory: true, timeout: 5 });
+    expect(snap.memory_snapshot_size_bytes).toBe(52428800);
+    await c.captureSnapshot("box", "files", { fsCapacityBytes: 1 << 30 });
+    const sb = await c.getSandbox("box");
+    await sb.captureSnapshot("warm-2", { includeMemory: true });
+    await sb.captureSnapshot("files-2", { includeMemory: false });
+    expect(s.calls.filter((x) => x.method === "POST").map((x) => [x.url, x.body])).toEqual([
+      ["http://h/v2/sandboxes/boxes/box/snapshot", { name: "warm", include_memory: true }],
+      ["http://h/v2/sandboxes/boxes/box/snapshot", { name: "files", fs_capacity_bytes: 1 << 30 }],
+      ["http://h/v2/sandboxes/boxes/sb-1/snapshot", { name: "warm-2", include_memory: true }],
+      ["http://h/v2/sandboxes/boxes/sb-1/snapshot", { name: "files-2", include_memory: false }],
+    ]);
+  });
+
+  it("createSandbox maps restoreMemory and preserveMemoryOnStop, and leaves them out when omitted", async () => {
+    const s = server({ "POST /v2/sandboxes/boxes": () => json(201, { ...SANDBOX, preserve_memory_on_stop: true, memory_preserved: false }) });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    const sb = await c.createSandbox({ snapshotName: "warm", restoreMemory: false, preserveMemoryOnStop: true });
+    expect([sb.info.preserve_memory_on_stop, sb.info.memory_preserved]).toEqual([true, false]);
+    await c.createSandbox("sn-2", { restoreMemory: true });
+    await c.createSandbox("sn-2");
+    const bodies = s.calls.map((x) => x.body as Record<string, unknown>);
+    expect(bodies[0]).toEqual({ snapshot_name: "warm", wait_for_ready: true, timeout: 30, restore_memory: false, preserve_memory_on_stop: true });
+    expect(bodies[1]).toEqual({ snapshot_id: "sn-2", wait_for_ready: true, timeout: 30, restore_memory: true });
+    expect(bodies[2]).not.toHaveProperty("restore_memory");
+    expect(bodies[2]).not.toHaveProperty("preserve_memory_on_stop");
+  });
+
+  it("updateSandbox sends preserve_memory_on_stop, true and false; stop returns memory_preserved", async () => {
+    const s = server({
+      "PATCH /v2/sandboxes/boxes/box": () => json(200, SANDBOX),
+      "POST /v2/sandboxes/boxes/box/stop": () => json(200, { ...SANDBOX, status: "stopped", preserve_memory_on_stop: true, memory_preserved: true }),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    await c.updateSandbox("box", { preserveMemoryOnStop: true });
+    await c.updateSandbox("box", { preserveMemoryOnStop: false, idleTtlSeconds: 600 });
+    expect(s.calls.map((x) => x.body)).toEqual([{ preserve_memory_on_stop: true }, { idle_ttl_seconds: 600, preserve_memory_on_stop: false }]);
+    expect((await c.stopSandbox("box")).info.memory_preserved).toBe(true);
+  });
+});
+
 describe("service URLs", () => {
   it("client.serviceUrl and sandbox.service POST the port and lifetime to /boxes/{name}/service-url", async () => {
     const view = { browser_url: "http://b/__sandbar/auth?token=t1", service_url: "http://h/svc/sb-1/8000", token: "t1", expires_at: new Date(Date.now() + 3600_000).toISOString() };

@@ -3,7 +3,7 @@ import { call, callJson, type HttpSettings } from "./http.js";
 import { ResourceCreationError, ResourceTimeoutError } from "./errors.js";
 import { Sandbox } from "./sandbox.js";
 import { ServiceUrl, type ServiceUrlOptions } from "./service-url.js";
-import type { CreateSandboxOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
+import type { CaptureSnapshotOptions, CreateSandboxOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
 import type { WebSocketConstructor } from "./ws-stream.js";
 
 /** Options of {@link SandboxClient}. @example `new SandboxClient({ endpoint: "http://127.0.0.1:8080", apiKey: "sb_...", maxRetries: 5 })` */
@@ -89,19 +89,26 @@ export class SandboxClient {
   }
 
   /**
-   * Capture a sandbox's filesystem (running or stopped) as a new snapshot and wait until it
-   * is ready. Files under /tmp (a tmpfs) and running processes are not kept.
+   * Capture a sandbox as a new snapshot and wait until it is ready. By default only its
+   * filesystem (running or stopped sandbox): files under /tmp (a tmpfs) and running processes
+   * are not kept. With `includeMemory` (a ready sandbox on runsc) its memory and processes are
+   * saved too, and sandboxes created from the snapshot resume where it was; the snapshot's
+   * `memory_snapshot_size_bytes` is the memory image's size. The sandbox is paused during the
+   * capture and then runs on.
    *
    * @example
    * ```ts
    * const snap = await client.captureSnapshot("setup-box", "ml-ready", { timeout: 600 });
    * console.log(snap.id, snap.source_sandbox_id);
+   * const warm = await client.captureSnapshot("setup-box", "ml-warm", { includeMemory: true, timeout: 600 });
+   * const branch = await client.createSandbox({ snapshotId: warm.id }); // its processes resume
    * ```
    */
-  async captureSnapshot(sandboxNameOrId: string, name: string, opts: { timeout?: number; fsCapacityBytes?: number } = {}): Promise<Snapshot> {
+  async captureSnapshot(sandboxNameOrId: string, name: string, opts: CaptureSnapshotOptions = {}): Promise<Snapshot> {
     const snap = await callJson<SnapshotView>(this.http, this.url(`/boxes/${encodeURIComponent(sandboxNameOrId)}/snapshot`), "POST", {
       name,
       fs_capacity_bytes: opts.fsCapacityBytes,
+      include_memory: opts.includeMemory,
     });
     return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60 });
   }
@@ -186,12 +193,14 @@ export class SandboxClient {
   }
 
   /**
-   * Create a sandbox from a snapshot id, or from options naming a snapshot.
+   * Create a sandbox from a snapshot id, or from options naming a snapshot. From a snapshot
+   * captured with memory the sandbox resumes its processes unless `restoreMemory: false`.
    *
    * @example
    * ```ts
    * const sb = await client.createSandbox(snapshotId);
    * const named = await client.createSandbox({ snapshotName: "python", name: "box-1", idleTtlSeconds: 300 });
+   * const cold = await client.createSandbox({ snapshotName: "ml-warm", restoreMemory: false, preserveMemoryOnStop: true });
    * ```
    */
   async createSandbox(snapshotIdOrOptions: string | CreateSandboxOptions, options: CreateSandboxOptions = {}): Promise<Sandbox> {
@@ -211,6 +220,8 @@ export class SandboxClient {
       fs_capacity_bytes: o.fsCapacityBytes,
       labels: o.labels,
       network_policy: o.networkPolicy && networkPolicyToWire(o.networkPolicy),
+      restore_memory: o.restoreMemory,
+      preserve_memory_on_stop: o.preserveMemoryOnStop,
     };
     const info = await callJson<SandboxView>(this.http, this.url("/boxes"), "POST", body, { signal: AbortSignal.timeout((timeout + 30) * 1000) });
     return new Sandbox(info, this, this.http);
@@ -250,12 +261,13 @@ export class SandboxClient {
   }
 
   /**
-   * Rename a sandbox, change its retention timers, or replace its egress policy (a running
-   * sandbox gets the new policy at once).
+   * Rename a sandbox, change its retention timers, replace its egress policy (a running
+   * sandbox gets the new policy at once), or turn `preserveMemoryOnStop` on or off.
    *
    * @example
    * ```ts
    * await client.updateSandbox("box-1", { idleTtlSeconds: 1800, deleteAfterStopSeconds: 2592000 });
+   * await client.updateSandbox("box-1", { preserveMemoryOnStop: true });
    * await client.updateSandbox("box-1", { networkPolicy: { egress: "allow_list", allowDomains: ["pypi.org"] } });
    * await client.updateSandbox("box-1", "box-2"); // rename
    * ```
@@ -267,6 +279,7 @@ export class SandboxClient {
       idle_ttl_seconds: u.idleTtlSeconds,
       delete_after_stop_seconds: u.deleteAfterStopSeconds,
       network_policy: u.networkPolicy && networkPolicyToWire(u.networkPolicy),
+      preserve_memory_on_stop: u.preserveMemoryOnStop,
     };
     return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), "PATCH", body, { idempotent: u.newName === undefined }), this, this.http);
   }
@@ -302,12 +315,22 @@ export class SandboxClient {
     return callJson(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}/status`), "GET");
   }
 
-  /** Stop a sandbox; files are kept. @example `await client.stopSandbox("box-1")` */
+  /**
+   * Stop a sandbox; files are kept. With `preserve_memory_on_stop` its memory and processes
+   * are saved first (`info.memory_preserved`), and the next start resumes them.
+   *
+   * @example `const sb = await client.stopSandbox("box-1"); console.log(sb.info.memory_preserved)`
+   */
   async stopSandbox(nameOrId: string): Promise<Sandbox> {
     return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}/stop`), "POST", {}), this, this.http);
   }
 
-  /** Start a stopped sandbox and wait until ready. @example `await client.startSandbox("box-1")` */
+  /**
+   * Start a stopped sandbox and wait until ready. A sandbox stopped with its memory saved
+   * resumes its processes; if that fails it boots from its files and `status_message` says so.
+   *
+   * @example `await client.startSandbox("box-1", { timeout: 120 })`
+   */
   async startSandbox(nameOrId: string, opts: { timeout?: number } = {}): Promise<Sandbox> {
     const timeout = opts.timeout ?? 120;
     return new Sandbox(await callJson<SandboxInfo>(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}/start`), "POST", { timeout }, { signal: AbortSignal.timeout((timeout + 30) * 1000) }), this, this.http);

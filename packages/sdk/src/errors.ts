@@ -76,6 +76,7 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   SANDBOX_NOT_FOUND: ResourceNotFoundError,
   SNAPSHOT_NOT_FOUND: ResourceNotFoundError,
   API_KEY_NOT_FOUND: ResourceNotFoundError,
+  REGISTRY_NOT_FOUND: ResourceNotFoundError,
   FILE_NOT_FOUND: ResourceNotFoundError,
   NAME_CONFLICT: ResourceNameConflictError,
   SNAPSHOT_IN_USE: ResourceNameConflictError,
@@ -105,6 +106,7 @@ const RESOURCE_TYPES: Partial<Record<ErrorCode, string>> = {
   SNAPSHOT_NOT_FOUND: "snapshot",
   FILE_NOT_FOUND: "file",
   API_KEY_NOT_FOUND: "api_key",
+  REGISTRY_NOT_FOUND: "registry",
   ROUTE_NOT_FOUND: "route",
   COMMAND_NOT_FOUND: "command",
 };

@@ -1,6 +1,6 @@
 import type { ExecuteResponse } from "@sandbar/shared";
 import { call, callJson, type HttpSettings } from "./http.js";
-import type { ExecutionResult, RunOptions, SandboxInfo, Snapshot } from "./types.js";
+import type { CaptureSnapshotOptions, ExecutionResult, RunOptions, SandboxInfo, Snapshot } from "./types.js";
 import { CommandHandle, type Reattach } from "./command-handle.js";
 import { defaultWebSocket, MessageStream, type WebSocketConstructor } from "./ws-stream.js";
 import { SandboxConnectionError } from "./errors.js";
@@ -187,12 +187,22 @@ export class Sandbox implements AsyncDisposable {
     return this.info;
   }
 
-  /** Stop the sandbox; files are kept. @example `await sb.stop()` */
+  /**
+   * Stop the sandbox; files are kept. With `preserve_memory_on_stop` its memory and processes
+   * are saved too (`info.memory_preserved`) and {@link start} resumes them.
+   *
+   * @example `await sb.stop(); console.log(sb.info.memory_preserved)`
+   */
   async stop(): Promise<void> {
     this.info = (await this.client.stopSandbox(this.info.id)).info;
   }
 
-  /** Start a stopped sandbox and wait until ready. @example `await sb.start()` */
+  /**
+   * Start a stopped sandbox and wait until ready; a sandbox stopped with its memory saved
+   * resumes its processes.
+   *
+   * @example `await sb.start({ timeout: 120 })`
+   */
   async start(opts: { timeout?: number } = {}): Promise<void> {
     this.info = (await this.client.startSandbox(this.info.id, opts)).info;
   }
@@ -244,11 +254,17 @@ export class Sandbox implements AsyncDisposable {
   }
 
   /**
-   * Capture this sandbox's filesystem as a new snapshot and wait until it is ready.
+   * Capture this sandbox's filesystem, and with `includeMemory` its memory and processes too,
+   * as a new snapshot and wait until it is ready (see {@link SandboxClient.captureSnapshot}).
    *
-   * @example `const snap = await sb.captureSnapshot("ml-ready", { timeout: 600 })`
+   * @example
+   * ```ts
+   * const snap = await sb.captureSnapshot("ml-ready", { timeout: 600 });
+   * const warm = await sb.captureSnapshot("ml-warm", { includeMemory: true }); // runsc, ready sandbox
+   * console.log(warm.memory_snapshot_size_bytes);
+   * ```
    */
-  captureSnapshot(name: string, opts: { timeout?: number; fsCapacityBytes?: number } = {}): Promise<Snapshot> {
+  captureSnapshot(name: string, opts: CaptureSnapshotOptions = {}): Promise<Snapshot> {
     return this.client.captureSnapshot(this.info.id, name, opts);
   }
 

@@ -1,14 +1,56 @@
 import type { SandboxView, SnapshotView } from "@sandbar/shared";
 
-/** A snapshot as the server describes it. @example `const s: Snapshot = await client.getSnapshot("python"); s.status` */
+/**
+ * A snapshot as the server describes it (snake_case, as on the wire).
+ * `memory_snapshot_size_bytes` is the size of its saved memory and processes, or null for a
+ * filesystem-only snapshot (see {@link CaptureSnapshotOptions.includeMemory}).
+ *
+ * @example
+ * ```ts
+ * const s: Snapshot = await client.getSnapshot("python");
+ * console.log(s.status, s.memory_snapshot_size_bytes ?? "files only");
+ * ```
+ */
 export type Snapshot = SnapshotView;
 /**
  * A sandbox's fields as the server describes them (snake_case, as on the wire), including its
- * egress policy as `network_policy: { egress, allow_cidrs, allow_domains }`.
+ * egress policy as `network_policy: { egress, allow_cidrs, allow_domains }`,
+ * `preserve_memory_on_stop` (a stop saves memory and processes, the next start resumes them)
+ * and `memory_preserved` (a stopped sandbox whose memory was saved).
  *
- * @example `const info: SandboxInfo = sb.info; info.dataplane_url; info.network_policy.egress`
+ * @example
+ * ```ts
+ * const info: SandboxInfo = sb.info;
+ * info.dataplane_url; info.network_policy.egress;
+ * if (info.status === "stopped" && info.memory_preserved) console.log("start resumes its processes");
+ * ```
  */
 export type SandboxInfo = SandboxView;
+
+/**
+ * Options of {@link SandboxClient.captureSnapshot} and {@link Sandbox.captureSnapshot}.
+ *
+ * @example
+ * ```ts
+ * const opts: CaptureSnapshotOptions = { includeMemory: true, timeout: 600 };
+ * const snap = await sb.captureSnapshot("warmed-up", opts);
+ * console.log(snap.memory_snapshot_size_bytes);
+ * ```
+ */
+export interface CaptureSnapshotOptions {
+  /**
+   * Also save the sandbox's memory and processes (sent as `include_memory`): sandboxes created
+   * from the snapshot resume where this one was, running processes, `/tmp`, command sessions
+   * and listening servers included. Needs a `ready` sandbox on the `runsc` runtime
+   * (`SandboxNotReadyError` for a stopped one, `ValidationError` on `runc`). Default false:
+   * files only, and the sandbox may also be stopped.
+   */
+  includeMemory?: boolean;
+  /** Seconds to wait until the snapshot is ready (default 60). */
+  timeout?: number;
+  /** Default disk size of sandboxes made from the snapshot (default: the sandbox's). */
+  fsCapacityBytes?: number;
+}
 
 /**
  * Egress modes: `"deny_all"` (no outbound connections), `"allow_all"` (any public
@@ -48,7 +90,17 @@ export interface ExecutionResult {
   success: boolean;
 }
 
-/** Options of {@link SandboxClient.createSandbox}. @example `await client.createSandbox({ snapshotName: "python", name: "box", memBytes: 1 << 30 })` */
+/**
+ * Options of {@link SandboxClient.createSandbox}.
+ *
+ * @example
+ * ```ts
+ * await client.createSandbox({ snapshotName: "python", name: "box", memBytes: 1 << 30 });
+ * await client.createSandbox({ snapshotName: "warmed-up", name: "branch-a" }); // resumes a memory snapshot
+ * await client.createSandbox({ snapshotName: "warmed-up", restoreMemory: false }); // its files only
+ * await client.createSandbox({ snapshotName: "python", preserveMemoryOnStop: true }); // stop/start keep processes
+ * ```
+ */
 export interface CreateSandboxOptions {
   snapshotId?: string;
   snapshotName?: string;
@@ -61,6 +113,19 @@ export interface CreateSandboxOptions {
   labels?: Record<string, string>;
   /** Egress policy (default: the server's default mode, `allow_all` unless its operator set SANDBAR_DEFAULT_EGRESS). */
   networkPolicy?: NetworkPolicyOptions;
+  /**
+   * From a snapshot captured with memory: `true` or omitted resumes its processes (runsc
+   * restore), `false` boots from its files only. `true` for a snapshot without memory is a
+   * `ValidationError`. Sent as `restore_memory`.
+   */
+  restoreMemory?: boolean;
+  /**
+   * Stopping the sandbox (by `stop()` or the idle timer) saves its memory and processes, and
+   * the next start resumes them (default false: a stop keeps files only). Needs the `runsc`
+   * runtime: on `runc`, or when the save fails, the stop is a plain one and
+   * `info.memory_preserved` stays false. Sent as `preserve_memory_on_stop`.
+   */
+  preserveMemoryOnStop?: boolean;
   /** Wait until the sandbox is ready (default true). */
   waitForReady?: boolean;
   /** Seconds to wait for ready (default 30). */
@@ -70,7 +135,11 @@ export interface CreateSandboxOptions {
 /**
  * Changes of {@link SandboxClient.updateSandbox}; omitted fields stay as they are.
  *
- * @example `await client.updateSandbox("box-1", { idleTtlSeconds: 1800, networkPolicy: { egress: "deny_all" } })`
+ * @example
+ * ```ts
+ * await client.updateSandbox("box-1", { idleTtlSeconds: 1800, networkPolicy: { egress: "deny_all" } });
+ * await client.updateSandbox("box-1", { preserveMemoryOnStop: true }); // the next stop keeps its processes
+ * ```
  */
 export interface UpdateSandboxOptions {
   /** Rename the sandbox. */
@@ -79,6 +148,8 @@ export interface UpdateSandboxOptions {
   deleteAfterStopSeconds?: number;
   /** Replace the egress policy; a running sandbox gets the new one at once. */
   networkPolicy?: NetworkPolicyOptions;
+  /** Whether a stop (also the idle timer's) saves memory and processes for the next start. */
+  preserveMemoryOnStop?: boolean;
 }
 
 /** Options of {@link Sandbox.run}. @example `await sb.run("make", { timeout: 600, cwd: "/src", onStdout: (d) => process.stdout.write(d) })` */

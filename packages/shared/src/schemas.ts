@@ -154,8 +154,15 @@ export const captureSnapshotRequest = z.object({
   fs_capacity_bytes: fsCapacity.optional(),
   /** Also save memory and processes: sandboxes created from it resume where this one was. */
   include_memory: z.boolean().optional(),
-  /** Same as include_memory (the name some clients send). */
-  checkpoint: z.boolean().optional(),
+  /**
+   * In the LangSmith protocol, the name of an existing checkpoint to promote. This server keeps
+   * no separate checkpoints, so it is refused rather than silently ignored.
+   */
+  checkpoint: z
+    .string()
+    .max(256)
+    .optional()
+    .refine((v) => v === undefined, { message: "promoting an existing checkpoint is not supported; capture the running sandbox with include_memory: true" }),
 });
 export type CaptureSnapshotRequest = z.infer<typeof captureSnapshotRequest>;
 

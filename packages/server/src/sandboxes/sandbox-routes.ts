@@ -54,7 +54,7 @@ export function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService, s
     const { name } = parse(nameParams, req.params, "params");
     const body = parse(captureSnapshotRequest, req.body, "body");
     const sb = await sandboxes.get(req.workspaceId, name);
-    if (body.include_memory === true || body.checkpoint === true) sandboxes.assertCheckpointable(sb);
+    if (body.include_memory === true) sandboxes.assertCheckpointable(sb);
     const rec = await snapshots.capture(req.workspaceId, sb, body, (dest, memoryDir) => sandboxes.exportWritableLayer(sb, dest, memoryDir));
     await snapshots.settle(rec.id, 5000);
     return reply.status(201).send(snapshots.view(await snapshots.get(req.workspaceId, rec.id)));

@@ -94,7 +94,7 @@ export class SnapshotService {
     req: CaptureSnapshotRequest,
     exportLayer: (dest: string, memoryDir: string | undefined) => Promise<void>,
   ): Promise<SnapshotRecord> {
-    const withMemory = req.include_memory === true || req.checkpoint === true;
+    const withMemory = req.include_memory === true;
     const parent = await this.store.getSnapshotById(sandbox.snapshot_id);
     if (!parent || parent.workspace_id !== workspaceId) throw new SandbarError("SNAPSHOT_NOT_FOUND", "the sandbox's snapshot no longer exists");
     const now = nowIso();

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { shell } from "./shell.js";
 import type { EgressMode, NetworkPolicyOptions } from "@sandbar/sdk";
-import { client, CliError, flag, flagList, need, printJson, printTable, type Args } from "../../context.js";
+import { boolFlag, client, CliError, flag, flagList, need, printJson, printTable, type Args } from "../../context.js";
 
 const EGRESS_MODES: readonly EgressMode[] = ["deny_all", "allow_all", "allow_list"];
 
@@ -20,10 +20,10 @@ export function networkPolicyFromFlags(args: Args): NetworkPolicyOptions | undef
   return { egress: mode as EgressMode, ...(cidrs.length > 0 ? { allowCidrs: cidrs } : {}), ...(domains.length > 0 ? { allowDomains: domains } : {}) };
 }
 
-/** `sandbar sandbox create|ls|get|rm|exec|shell|cp|stop|start` */
+/** `sandbar sandbox create|ls|get|rm|exec|shell|cp|stop|start|snapshot` */
 export async function sandbox(args: Args): Promise<number> {
   const c = client(args);
-  const verb = need(args, 0, "sandbox verb (create, ls, get, rm, exec, cp, stop, start)");
+  const verb = need(args, 0, "sandbox verb (create, ls, get, rm, exec, shell, cp, stop, start, snapshot)");
   switch (verb) {
     case "create": {
       const snap = flag(args, "snapshot");
@@ -36,8 +36,23 @@ export async function sandbox(args: Args): Promise<number> {
         memBytes: flag(args, "mem-bytes") ? Number(flag(args, "mem-bytes")) : undefined,
         fsCapacityBytes: flag(args, "fs-capacity") ? Number(flag(args, "fs-capacity")) : undefined,
         networkPolicy: networkPolicyFromFlags(args),
+        // Only what was asked is sent: the server's defaults (resume a memory snapshot, a stop keeps files only) stay.
+        restoreMemory: boolFlag(args, "no-restore-memory") ? false : undefined,
+        preserveMemoryOnStop: boolFlag(args, "preserve-memory") ? true : undefined,
       });
       printJson(sb.info);
+      return 0;
+    }
+    case "snapshot": {
+      const box = need(args, 1, "sandbox name");
+      const name = need(args, 2, "snapshot name: sandbar sandbox snapshot SANDBOX SNAPSHOT_NAME [--memory]");
+      const cap = flag(args, "fs-capacity");
+      const snap = await c.captureSnapshot(box, name, {
+        includeMemory: boolFlag(args, "memory") ? true : undefined,
+        fsCapacityBytes: cap ? Number(cap) : undefined,
+        timeout: Number(flag(args, "timeout") ?? 600),
+      });
+      printJson(snap);
       return 0;
     }
     case "ls":
