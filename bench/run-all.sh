@@ -7,3 +7,5 @@ echo
 npx tsx bench/streaming-bench.ts
 echo
 npx tsx bench/network-bench.ts
+echo
+npx tsx bench/memory-bench.ts

@@ -186,8 +186,18 @@ describe("service URLs and TCP tunnels", () => {
       const otherHost = b.host.replace(/^8000--/, "8001--");
       expect((await request(`http://127.0.0.1:${server.port}/`, { headers: { host: otherHost, cookie: pair } })).status).toBe(401);
       // Never an open redirect.
-      const evil = await request(`http://127.0.0.1:${server.port}${b.pathname}${b.search}&redirect=//evil.example/`, { headers: { host: b.host } });
-      expect(evil.headers.location).toBe("/");
+      for (const bad of ["//evil.example/", "/%09/evil.example", "/\\evil.example", "https://evil.example/"]) {
+        const evil = await request(`http://127.0.0.1:${server.port}${b.pathname}${b.search}&redirect=${bad}`, { headers: { host: b.host } });
+        expect(evil.headers.location, bad).toBe("/");
+      }
+      // A page of another origin cannot ride the cookie into a state-changing request.
+      const cross = await request(`http://127.0.0.1:${server.port}/echo`, { method: "POST", body: Buffer.from("x"), headers: { host: b.host, cookie: pair, origin: "http://8001--evil.localhost" } });
+      expect(cross.status).toBe(401);
+      const same = await request(`http://127.0.0.1:${server.port}/echo`, { method: "POST", body: Buffer.from("x"), headers: { host: b.host, cookie: pair, origin: `http://${b.host}` } });
+      expect(same.status).toBe(200);
+      // The path form takes the header only: the cookie does not open it.
+      const pathForm = await request(`${svc.service_url}/`, { headers: { cookie: pair } });
+      expect(pathForm.status).toBe(401);
     });
 
     it("streams server-sent events as they are produced", async () => {

@@ -1,7 +1,7 @@
 /**
  * The CLI (run from source with tsx) against a stand-in server: the request bodies of
- * `sandbox create` with egress and memory flags, of `sandbox snapshot` and of `service-url`, and
- * `tunnel` forwarding until SIGINT.
+ * `sandbox create` with egress and memory flags, of `sandbox snapshot`, of `registry` and
+ * `snapshot create --registry`, and of `service-url`, and `tunnel` forwarding until SIGINT.
  */
 import { spawn } from "node:child_process";
 import http from "node:http";
@@ -36,6 +36,10 @@ function snapshotView(withMemory: boolean): Record<string, unknown> {
   return { id: withMemory ? "sn-mem" : "sn-files", name: "warm", status: "ready", status_message: null, source_sandbox_id: "sb-1", memory_snapshot_size_bytes: withMemory ? 52428800 : null };
 }
 
+function registryView(name: string, url: string, username: string | null, hasPassword: boolean): Record<string, unknown> {
+  return { id: `rg-${name}`, name, url, auth_type: "DOCKER_CONFIG", provider: "DOCKER_REGISTRY", username, has_password: hasPassword, created_at: "2030-01-01T00:00:00.000Z", updated_at: "2030-01-01T00:00:00.000Z" };
+}
+
 /** A tunnel stream that answers OK to any port and echoes what it gets. */
 function echoStream(stream: Duplex): void {
   stream.on("error", () => undefined);
@@ -66,6 +70,17 @@ beforeAll(async () => {
       }
       if (req.method === "GET" && req.url === "/v2/sandboxes/snapshots/sn-mem") return send(200, snapshotView(true));
       if (req.method === "GET" && req.url === "/v2/sandboxes/snapshots/sn-files") return send(200, snapshotView(false));
+      if (req.method === "POST" && req.url === "/v2/sandboxes/registries") {
+        const b = JSON.parse(raw) as { name: string; url: string; username?: string; password?: string };
+        return send(201, registryView(b.name, b.url, b.username ?? null, b.password !== undefined));
+      }
+      if (req.method === "GET" && req.url?.startsWith("/v2/sandboxes/registries?")) {
+        const views = [registryView("corp", "registry.corp.example:5000", "ci", true), registryView("anon", "registry.lan:5000", null, false)];
+        return send(200, { items: views, registries: views, offset: 2, next_cursor: null });
+      }
+      if (req.method === "DELETE" && req.url === "/v2/sandboxes/registries/corp") return void res.writeHead(204).end();
+      if (req.method === "POST" && req.url === "/v2/sandboxes/snapshots") return send(201, { ...snapshotView(false), id: "sn-reg", registry_id: "rg-1" });
+      if (req.method === "GET" && req.url === "/v2/sandboxes/snapshots/sn-reg") return send(200, { ...snapshotView(false), id: "sn-reg", registry_id: "rg-1" });
       if (req.method === "POST" && req.url === "/v2/sandboxes/boxes/box/service-url") {
         return send(200, { browser_url: "http://8000--sb-1.localhost/__sandbar/auth?token=tk", service_url: `http://127.0.0.1:${port}/svc/sb-1/8000`, token: "tk", expires_at: "2030-01-01T00:00:00.000Z" });
       }
@@ -93,10 +108,11 @@ afterAll(async () => {
   await new Promise((r) => httpServer.close(r));
 });
 
-/** Run the CLI to completion. */
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Run the CLI to completion; `input`, when given, is written to its stdin, which is then closed. */
+function run(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args, "--endpoint", `http://127.0.0.1:${port}`, "--api-key", "k"]);
+    if (input !== undefined) child.stdin.end(input);
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -162,6 +178,60 @@ describe.concurrent("memory snapshots: sandbox create --no-restore-memory/--pres
     const r = await run(["sandbox", "snapshot", "box", "--memory"]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe("error: missing snapshot name: sandbar sandbox snapshot SANDBOX SNAPSHOT_NAME [--memory]\n");
+  }, 30_000);
+});
+
+describe.concurrent("registry create|ls|rm, snapshot create --registry", () => {
+  const posted = (name: string): unknown => requests.find((x) => x.method === "POST" && x.url === "/v2/sandboxes/registries" && (x.body as { name?: string } | undefined)?.name === name)?.body;
+
+  it("create --username U --password-stdin reads the password from stdin (one trailing newline dropped)", async () => {
+    const r = await run(["registry", "create", "corp", "registry.corp.example:5000", "--username", "ci", "--password-stdin"], "s3cret pass\n");
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(posted("corp")).toEqual({ name: "corp", url: "registry.corp.example:5000", username: "ci", password: "s3cret pass" });
+    expect(JSON.parse(r.stdout)).toMatchObject({ name: "corp", username: "ci", has_password: true });
+    expect(r.stdout).not.toContain("s3cret");
+  }, 30_000);
+
+  it("create without credentials sends name and url only", async () => {
+    const r = await run(["registry", "create", "anon", "https://registry.lan:5000"]);
+    expect(r.code).toBe(0);
+    expect(posted("anon")).toEqual({ name: "anon", url: "https://registry.lan:5000" });
+  }, 30_000);
+
+  it.each([
+    [["registry", "create", "p1", "h.example", "--password", "secret"], undefined, "error: --password is not accepted (the command line shows in ps and shell history); pipe it in with --password-stdin\n"],
+    [["registry", "create", "p2", "h.example", "--password=secret"], undefined, "error: --password is not accepted (the command line shows in ps and shell history); pipe it in with --password-stdin\n"],
+    [["registry", "create", "p3", "h.example", "--username", "u"], undefined, "error: --username and --password-stdin go together\n"],
+    [["registry", "create", "p4", "h.example", "--password-stdin"], "pw\n", "error: --username and --password-stdin go together\n"],
+    [["registry", "create", "p5", "h.example", "--username", "u", "--password-stdin"], "\n", "error: --password-stdin: stdin held no password\n"],
+    [["registry", "create", "p6"], undefined, "error: missing registry URL: sandbar registry create NAME URL [--username U --password-stdin]\n"],
+  ])("%j fails before calling the server", async (argv, input, message) => {
+    const r = await run(argv, input);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(message);
+    expect(posted(argv[2] as string)).toBeUndefined();
+  }, 30_000);
+
+  it("ls lists with the filters; rm deletes by name", async () => {
+    const ls = await run(["registry", "ls", "--name-contains", "co", "--limit", "5"]);
+    expect(ls.code).toBe(0);
+    expect(requests.some((x) => x.method === "GET" && x.url === "/v2/sandboxes/registries?name_contains=co&limit=5")).toBe(true);
+    const lines = ls.stdout.trimEnd().split("\n");
+    expect(lines[0]?.split(/\s+/)).toEqual(["ID", "NAME", "URL", "USERNAME", "HAS_PASSWORD", "CREATED_AT"]);
+    expect(lines[1]?.split(/\s+/)).toEqual(["rg-corp", "corp", "registry.corp.example:5000", "ci", "true", "2030-01-01T00:00:00.000Z"]);
+    expect(lines).toHaveLength(3);
+    const rm = await run(["registry", "rm", "corp"]);
+    expect([rm.code, rm.stderr]).toEqual([0, ""]);
+    expect(requests.some((x) => x.method === "DELETE" && x.url === "/v2/sandboxes/registries/corp")).toBe(true);
+  }, 30_000);
+
+  it("snapshot create --registry NAME sends registry_id", async () => {
+    const r = await run(["snapshot", "create", "app", "--image", "registry.corp.example:5000/team/app:1", "--registry", "corp"]);
+    expect(r.code).toBe(0);
+    const body = requests.find((x) => x.method === "POST" && x.url === "/v2/sandboxes/snapshots")?.body;
+    expect(body).toEqual({ name: "app", docker_image: "registry.corp.example:5000/team/app:1", registry_id: "corp" });
+    expect(JSON.parse(r.stdout)).toMatchObject({ id: "sn-reg", registry_id: "rg-1", status: "ready" });
   }, 30_000);
 });
 

@@ -7,6 +7,7 @@ import { key } from "./commands/key/key.js";
 import { snapshot } from "./commands/snapshot/snapshot.js";
 import { sandbox } from "./commands/sandbox/sandbox.js";
 import { image } from "./commands/image/image.js";
+import { registry } from "./commands/registry/registry.js";
 import { tunnel } from "./commands/tunnel.js";
 import { serviceUrl } from "./commands/service-url.js";
 
@@ -15,7 +16,10 @@ const USAGE = `usage: sandbar <command>
   key create [--workspace W] [--name N] | key ls | key revoke ID_OR_PREFIX
   image build-debian NAME [--packages python3,bash] [--suite bookworm] | image import NAME SOURCE [--tag T]
   image ls | image rm NAME          (local images: docker_image sandbar.local/NAME:TAG)
-  snapshot create NAME --image IMAGE [--fs-capacity BYTES] | ls | get ID | rm ID
+  snapshot create NAME --image IMAGE [--fs-capacity BYTES] [--registry R] | ls | get ID | rm ID
+                 (--registry: pull a private image with a registry's credentials)
+  registry create NAME URL [--username U --password-stdin] | registry ls | registry rm NAME
+                 (private registry credentials; the password is read from stdin, never from argv)
   sandbox create --snapshot S [--name N] [--egress deny_all|allow_all|allow_list]
                  [--allow-cidr CIDR]... [--allow-domain NAME]... [--no-restore-memory] [--preserve-memory]
   sandbox ls | get N | rm N | stop N | start N
@@ -27,9 +31,9 @@ const USAGE = `usage: sandbar <command>
   service-url SANDBOX PORT [--expires SECONDS]          (token URL for an HTTP service in the sandbox)
 common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
 
-const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires"];
+const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires", "username", "registry"];
 /** Flags that take no value: present or not. */
-const BOOLEAN_FLAGS = ["memory", "no-restore-memory", "preserve-memory"];
+const BOOLEAN_FLAGS = ["memory", "no-restore-memory", "preserve-memory", "password-stdin"];
 /** Flags that may be repeated (values collect in a list). */
 const LIST_FLAGS = ["allow-cidr", "allow-domain"];
 const OPTIONS = {
@@ -56,6 +60,9 @@ async function main(argv: string[]): Promise<number> {
       return sandbox(args);
     case "image":
       await image(args);
+      return 0;
+    case "registry":
+      await registry(args);
       return 0;
     case "tunnel":
       return tunnel(args);

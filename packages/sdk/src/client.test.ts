@@ -1,11 +1,11 @@
 /**
- * SandboxClient and Sandbox against a recording fetch: the URLs and bodies each method sends,
- * the configuration sources, and the scoped forms' cleanup.
+ * SandboxClient and Sandbox against a recording fetch: the URLs and bodies each method sends
+ * (registries included), the configuration sources, and the scoped forms' cleanup.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { errorBody } from "@sandbar/shared";
 import { SandboxClient } from "./client.js";
-import { CommandTimeoutError, ResourceNotFoundError, SandboxClientError } from "./errors.js";
+import { CommandTimeoutError, ResourceCreationError, ResourceNameConflictError, ResourceNotFoundError, SandboxClientError, ValidationError } from "./errors.js";
 
 interface Call {
   method: string;
@@ -226,6 +226,98 @@ describe("memory snapshots", () => {
     await c.updateSandbox("box", { preserveMemoryOnStop: false, idleTtlSeconds: 600 });
     expect(s.calls.map((x) => x.body)).toEqual([{ preserve_memory_on_stop: true }, { idle_ttl_seconds: 600, preserve_memory_on_stop: false }]);
     expect((await c.stopSandbox("box")).info.memory_preserved).toBe(true);
+  });
+});
+
+describe("registries", () => {
+  const REGISTRY = { id: "rg-1", name: "ghcr", url: "https://ghcr.io", auth_type: "DOCKER_CONFIG", provider: "DOCKER_REGISTRY", username: "me", has_password: true, created_at: "t", updated_at: "t" };
+
+  it("create, get, update and delete go to /registries[/{name}] with the wire's fields", async () => {
+    const s = server({
+      "POST /v2/sandboxes/registries": () => json(201, REGISTRY),
+      "GET /v2/sandboxes/registries/ghcr": () => json(200, REGISTRY),
+      "PATCH /v2/sandboxes/registries/ghcr": () => json(200, { ...REGISTRY, name: "gh" }),
+      "PATCH /v2/sandboxes/registries/a%2Fb": () => json(200, REGISTRY),
+      "DELETE /v2/sandboxes/registries/rg-1": () => json(204, null),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    expect(await c.registries.create({ name: "ghcr", url: "https://ghcr.io", username: "me", password: "pw" })).toEqual(REGISTRY);
+    await c.registries.create({ name: "anon", url: "registry.lan:5000" });
+    expect((await c.registries.get("ghcr")).has_password).toBe(true);
+    expect((await c.registries.update("ghcr", { name: "gh" })).name).toBe("gh");
+    await c.registries.update("a/b", { url: "ghcr.io", username: "bot", password: "pw2" });
+    await expect(c.registries.delete("rg-1")).resolves.toBeUndefined();
+    expect(s.calls.map((x) => [x.method, x.url, x.body])).toEqual([
+      ["POST", "http://h/v2/sandboxes/registries", { name: "ghcr", url: "https://ghcr.io", username: "me", password: "pw" }],
+      ["POST", "http://h/v2/sandboxes/registries", { name: "anon", url: "registry.lan:5000" }],
+      ["GET", "http://h/v2/sandboxes/registries/ghcr", undefined],
+      ["PATCH", "http://h/v2/sandboxes/registries/ghcr", { name: "gh" }],
+      ["PATCH", "http://h/v2/sandboxes/registries/a%2Fb", { url: "ghcr.io", username: "bot", password: "pw2" }],
+      ["DELETE", "http://h/v2/sandboxes/registries/rg-1", undefined],
+    ]);
+  });
+
+  it("list passes its filters as the query and returns the items", async () => {
+    const s = server({ "GET /v2/sandboxes/registries": () => json(200, { items: [REGISTRY], registries: [REGISTRY], offset: 1, next_cursor: null }) });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    expect(await c.registries.list({ nameContains: "gh", limit: 10, offset: 20 })).toEqual([REGISTRY]);
+    expect(await c.registries.list()).toEqual([REGISTRY]);
+    expect(s.calls.map((x) => x.url)).toEqual(["http://h/v2/sandboxes/registries?name_contains=gh&limit=10&offset=20", "http://h/v2/sandboxes/registries"]);
+  });
+
+  it("errors map to classes: REGISTRY_NOT_FOUND, NAME_CONFLICT, VALIDATION_ERROR", async () => {
+    const s = server({
+      "GET /v2/sandboxes/registries/none": () => json(404, errorBody("REGISTRY_NOT_FOUND", "registry 'none' not found")),
+      "POST /v2/sandboxes/registries": (call) =>
+        (call.body as { name: string }).name === "taken"
+          ? json(409, errorBody("NAME_CONFLICT", "registry name 'taken' is already in use"))
+          : json(422, errorBody("VALIDATION_ERROR", "password: username and password go together")),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    const missing = await c.registries.get("none").catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(ResourceNotFoundError);
+    expect(missing).toMatchObject({ code: "REGISTRY_NOT_FOUND", resourceType: "registry" });
+    await expect(c.registries.create({ name: "taken", url: "ghcr.io" })).rejects.toBeInstanceOf(ResourceNameConflictError);
+    await expect(c.registries.create({ name: "half", url: "ghcr.io", username: "u" })).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  it("a rename is not retried, other updates are", async () => {
+    let n = 0;
+    const s = server({ "PATCH /v2/sandboxes/registries/ghcr": () => (++n % 2 === 1 ? json(502, errorBody("INTERNAL_ERROR", "bad gateway")) : json(200, REGISTRY)) });
+    const c = new SandboxClient({ endpoint: "http://h", maxRetries: 1, fetch: s.fetch });
+    await expect(c.registries.update("ghcr", { password: "pw" })).resolves.toEqual(REGISTRY);
+    expect(s.calls).toHaveLength(2);
+    n = 0;
+    await expect(c.registries.update("ghcr", { name: "gh" })).rejects.toBeInstanceOf(SandboxClientError);
+    expect(s.calls).toHaveLength(3);
+  });
+
+  it("createSnapshot sends registry_id, or the inline registry fields, only when given", async () => {
+    const s = server({
+      "POST /v2/sandboxes/snapshots": () => json(201, { ...SNAPSHOT, registry_id: "rg-1" }),
+      "GET /v2/sandboxes/snapshots/sn-1": () => json(200, { ...SNAPSHOT, registry_id: "rg-1" }),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    expect((await c.createSnapshot("app", "ghcr.io/acme/app:1", undefined, { registryId: "ghcr" })).registry_id).toBe("rg-1");
+    await c.createSnapshot("app-2", "ghcr.io/acme/app:2", 1 << 30, { registryUrl: "https://ghcr.io", registryUsername: "me", registryPassword: "pw" });
+    await c.createSnapshot("plain", "python:3.12-slim");
+    expect(s.calls.filter((x) => x.method === "POST").map((x) => x.body)).toEqual([
+      { name: "app", docker_image: "ghcr.io/acme/app:1", registry_id: "ghcr" },
+      { name: "app-2", docker_image: "ghcr.io/acme/app:2", fs_capacity_bytes: 1 << 30, registry_url: "https://ghcr.io", registry_username: "me", registry_password: "pw" },
+      { name: "plain", docker_image: "python:3.12-slim" },
+    ]);
+  });
+
+  it("a build the registry refused rejects with the server's message", async () => {
+    const failed = { ...SNAPSHOT, status: "failed", status_message: "registry ghcr.io refused authentication for ghcr.io/acme/app:1" };
+    const s = server({
+      "POST /v2/sandboxes/snapshots": () => json(201, failed),
+      "GET /v2/sandboxes/snapshots/sn-1": () => json(200, failed),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    const err = await c.createSnapshot("app", "ghcr.io/acme/app:1", undefined, { registryUrl: "ghcr.io", registryUsername: "me", registryPassword: "wrong" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResourceCreationError);
+    expect((err as Error).message).toBe("registry ghcr.io refused authentication for ghcr.io/acme/app:1");
   });
 });
 

@@ -3,7 +3,8 @@ import { call, callJson, type HttpSettings } from "./http.js";
 import { ResourceCreationError, ResourceTimeoutError } from "./errors.js";
 import { Sandbox } from "./sandbox.js";
 import { ServiceUrl, type ServiceUrlOptions } from "./service-url.js";
-import type { CaptureSnapshotOptions, CreateSandboxOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
+import { Registries } from "./registries.js";
+import type { CaptureSnapshotOptions, CreateSandboxOptions, CreateSnapshotOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
 import type { WebSocketConstructor } from "./ws-stream.js";
 
 /** Options of {@link SandboxClient}. @example `new SandboxClient({ endpoint: "http://127.0.0.1:8080", apiKey: "sb_...", maxRetries: 5 })` */
@@ -40,7 +41,7 @@ export function networkPolicyToWire(p: NetworkPolicyOptions): Partial<NetworkPol
 }
 
 /**
- * Client of a sandbar server: snapshots and sandboxes.
+ * Client of a sandbar server: snapshots, sandboxes and private registries (`registries`).
  *
  * @example
  * ```ts
@@ -54,11 +55,22 @@ export function networkPolicyToWire(p: NetworkPolicyOptions): Partial<NetworkPol
  */
 export class SandboxClient {
   private readonly http: HttpSettings;
+  /**
+   * Private registry credentials of the workspace: `create`, `list`, `get`, `update`, `delete`.
+   *
+   * @example
+   * ```ts
+   * await client.registries.create({ name: "ghcr", url: "https://ghcr.io", username: "me", password: token });
+   * await client.createSnapshot("app", "ghcr.io/acme/app:1", undefined, { registryId: "ghcr" });
+   * ```
+   */
+  readonly registries: Registries;
 
   constructor(opts: SandboxClientOptions = {}) {
     const endpoint = (opts.endpoint ?? env("SANDBAR_ENDPOINT") ?? "http://127.0.0.1:8080").replace(/\/$/, "");
     const base = /\/v2\/sandboxes$/.test(endpoint) ? endpoint : `${endpoint}/v2/sandboxes`;
     this.http = { baseUrl: base, apiKey: opts.apiKey ?? env("SANDBAR_API_KEY"), maxRetries: opts.maxRetries ?? 3, fetch: opts.fetch ?? globalThis.fetch.bind(globalThis), webSocket: opts.webSocket };
+    this.registries = new Registries(this.http);
   }
 
   private url(path: string): string {
@@ -66,24 +78,25 @@ export class SandboxClient {
   }
 
   /**
-   * Build a snapshot from an image and wait until it is ready (default 60 s).
+   * Build a snapshot from an image and wait until it is ready (default 60 s). A private image
+   * takes a registered registry (`registryId`, see {@link registries}) or inline credentials
+   * (`registryUrl`, `registryUsername`, `registryPassword`); see {@link CreateSnapshotOptions}.
    *
    * @example
    * ```ts
    * const snap = await client.createSnapshot("python", "python:3.12-slim", 1024 ** 3, { timeout: 600 });
+   * const app = await client.createSnapshot("app", "ghcr.io/acme/app:1", undefined, { registryId: "ghcr", timeout: 600 });
    * ```
    */
-  async createSnapshot(
-    name: string,
-    dockerImage: string,
-    fsCapacityBytes?: number,
-    opts: { registryId?: string; timeout?: number; onProgress?: (message: string) => void } = {},
-  ): Promise<Snapshot> {
+  async createSnapshot(name: string, dockerImage: string, fsCapacityBytes?: number, opts: CreateSnapshotOptions = {}): Promise<Snapshot> {
     const snap = await callJson<SnapshotView>(this.http, this.url("/snapshots"), "POST", {
       name,
       docker_image: dockerImage,
       fs_capacity_bytes: fsCapacityBytes,
       registry_id: opts.registryId,
+      registry_url: opts.registryUrl,
+      registry_username: opts.registryUsername,
+      registry_password: opts.registryPassword,
     });
     return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60, onProgress: opts.onProgress });
   }

@@ -18,7 +18,8 @@ export {
   SandboxOperationError,
   ERROR_CLASSES,
 } from "./errors.js";
-export type { ExecutionResult, CreateSandboxOptions, UpdateSandboxOptions, CaptureSnapshotOptions, NetworkPolicyOptions, EgressMode, RunOptions, Snapshot, SandboxInfo } from "./types.js";
+export type { ExecutionResult, CreateSandboxOptions, UpdateSandboxOptions, CaptureSnapshotOptions, CreateSnapshotOptions, NetworkPolicyOptions, EgressMode, RunOptions, Snapshot, SandboxInfo } from "./types.js";
+export { Registries, type Registry, type CreateRegistryOptions, type UpdateRegistryOptions } from "./registries.js";
 export { ServiceUrl, SERVICE_TOKEN_HEADER, type ServiceUrlOptions } from "./service-url.js";
 export { TunnelError, type Tunnel, type TunnelOptions } from "./tunnel.js";
 export type { FileInfo, GlobResult, GrepMatch, GrepResult, GlobOptions, GrepOptions, FileStat, FileChunk, ReadRangeOptions } from "./search.js";

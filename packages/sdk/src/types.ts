@@ -28,6 +28,37 @@ export type Snapshot = SnapshotView;
 export type SandboxInfo = SandboxView;
 
 /**
+ * Options of {@link SandboxClient.createSnapshot}. A private image is pulled either with a
+ * registered registry (`registryId`, see `client.registries`) or with inline credentials
+ * (`registryUrl`, `registryUsername`, `registryPassword`), never both (`ValidationError`). The
+ * registry's `host[:port]` must be the image's registry, else `ValidationError`. Inline
+ * credentials are used for this pull only: the server does not store them. Credentials the
+ * registry refuses fail the build: `ResourceCreationError` with `registry HOST refused
+ * authentication for IMAGE`.
+ *
+ * @example
+ * ```ts
+ * await client.createSnapshot("app", "ghcr.io/acme/app:1", undefined, { registryId: "ghcr", timeout: 600 });
+ * const inline: CreateSnapshotOptions = { registryUrl: "ghcr.io", registryUsername: "me", registryPassword: token };
+ * await client.createSnapshot("app-2", "ghcr.io/acme/app:2", 2 * 1024 ** 3, inline);
+ * ```
+ */
+export interface CreateSnapshotOptions {
+  /** A registry registered with `client.registries.create`, by id or name (sent as `registry_id`). */
+  registryId?: string;
+  /** Registry address of inline credentials, `https://host[:port]` or `host[:port]` (sent as `registry_url`). */
+  registryUrl?: string;
+  /** Inline username; goes with `registryPassword` (sent as `registry_username`). */
+  registryUsername?: string;
+  /** Inline password or token, for this pull only (sent as `registry_password`). */
+  registryPassword?: string;
+  /** Seconds to wait until the snapshot is ready (default 60). */
+  timeout?: number;
+  /** Called with build progress lines (`resolving ...`, `copying blob N`, `unpacking layer i/n`). */
+  onProgress?: (message: string) => void;
+}
+
+/**
  * Options of {@link SandboxClient.captureSnapshot} and {@link Sandbox.captureSnapshot}.
  *
  * @example

@@ -63,11 +63,8 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const dns = new DnsProxy({
     upstreams: config.dnsUpstreams.length ? config.dnsUpstreams : await readSystemResolvers(),
     log: log.child({ component: "dns" }),
-    policyFor: (ip) => {
-      const p = network.policyForIp(ip);
-      return p && { mode: p.egress, domains: p.allow_domains };
-    },
-    onResolved: (ip, addrs) => network.admitResolved(ip, addrs),
+    policyFor: (ip) => network.policyForIp(ip),
+    onResolved: (ip, addrs, policy) => network.admitResolved(ip, addrs, policy),
   });
   network.setDnsPort((await dns.listen("0.0.0.0", 0)).port);
   const rootOf = (name: string): string | undefined => (config.runtimeRoot ? join(config.runtimeRoot, name) : undefined);

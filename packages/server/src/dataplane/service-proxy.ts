@@ -95,8 +95,17 @@ export class ServiceProxy {
   }
 
   private authenticate(req: IncomingMessage, t: Target, token?: string): ServiceClaims {
-    const presented = token ?? headerValue(req.headers[SERVICE_TOKEN_HEADER]) ?? cookieValue(req.headers.cookie, SERVICE_COOKIE);
+    const header = headerValue(req.headers[SERVICE_TOKEN_HEADER]);
+    // Cookies only on a service's own host: in the path form every service shares the
+    // server's origin, so one service's pages could use another's cookie.
+    const cookie = token === undefined && header === undefined && t.prefix === "" ? cookieValue(req.headers.cookie, SERVICE_COOKIE) : undefined;
+    const presented = token ?? header ?? cookie;
     if (!presented) throw new SandbarError("UNAUTHENTICATED", `this service URL needs a token: send it in the ${SERVICE_TOKEN_HEADER} header or open the browser_url first`);
+    if (cookie !== undefined && !sameOriginOrSafe(req)) {
+      // Every {port}--{id} host is one site for SameSite: a page of another service must not
+      // ride this cookie into a state-changing request or a WebSocket.
+      throw new SandbarError("UNAUTHENTICATED", "cross-origin request with the service cookie refused; send the token header instead");
+    }
     const claims = this.tokens.verifyService(presented);
     if (!claims) throw new SandbarError("UNAUTHENTICATED", "the service token is invalid or has expired; request a new service URL");
     if (claims.s !== t.sandboxId || claims.port !== t.port) throw new SandbarError("UNAUTHENTICATED", "the service token was issued for another sandbox or port");
@@ -108,6 +117,7 @@ export class ServiceProxy {
     if (pathOnly === AUTH_PATH) return this.login(req, res, t);
     const claims = this.authenticate(req, t);
     const { agent } = await this.sandboxes.agentFor(claims.w, claims.s);
+    if (res.destroyed || req.destroyed) return; // the client left while the sandbox woke
     const headers = forwardHeaders(req, t);
     const upstream = http.request({ method: req.method, path: t.path, headers, agent: agent.portPool(t.port) });
     upstream.on("response", (up) => {
@@ -133,11 +143,12 @@ export class ServiceProxy {
 
   /** GET {service}/__sandbar/auth?token=...&redirect=/path: set the cookie, redirect. */
   private login(req: IncomingMessage, res: ServerResponse, t: Target): void {
+    if (t.prefix !== "") throw new SandbarError("INVALID_REQUEST", "cookie login is only for the browser_url's own host; the path form takes the token header");
     const q = new URLSearchParams(t.path.split("?")[1] ?? "");
     const claims = this.authenticate(req, t, q.get("token") ?? "");
     const redirect = q.get("redirect") ?? "/";
     // Only paths on this service: never an open redirect to another origin.
-    const target = /^\/(?![/\\])/.test(redirect) ? redirect : "/";
+    const target = /^\/(?![/\\])/.test(redirect) && ![...redirect].some((ch) => ch <= " " || ch === "\\") ? redirect : "/";
     const maxAge = Math.max(0, Math.floor(claims.e - Date.now() / 1000));
     res.writeHead(302, {
       location: `${t.prefix}${target}`,
@@ -152,6 +163,10 @@ export class ServiceProxy {
     const claims = this.authenticate(req, t);
     const { agent } = await this.sandboxes.agentFor(claims.w, claims.s);
     const upstream: Socket = await agent.dial(t.port);
+    if (client.destroyed) {
+      upstream.destroy(); // the client left while the port was dialed
+      return;
+    }
     const headers = forwardHeaders(req, t);
     headers.connection = "Upgrade";
     if (req.headers.upgrade) headers.upgrade = req.headers.upgrade;
@@ -188,6 +203,20 @@ export class ServiceProxy {
   }
 }
 
+/** GET/HEAD/OPTIONS without an upgrade, or an Origin that is this very host. */
+function sameOriginOrSafe(req: IncomingMessage): boolean {
+  const origin = headerValue(req.headers.origin);
+  if (origin !== undefined) {
+    try {
+      if (new URL(origin).host === req.headers.host) return true;
+    } catch {
+      return false;
+    }
+  }
+  const safe = req.method === "GET" || req.method === "HEAD" || req.method === "OPTIONS";
+  return safe && !req.headers.upgrade && origin === undefined;
+}
+
 function asSandbarError(e: unknown): SandbarError {
   return e instanceof SandbarError ? e : new SandbarError("INTERNAL_ERROR", "internal error");
 }
@@ -209,7 +238,8 @@ function forwardHeaders(req: IncomingMessage, t: Target): Record<string, string 
   const out: Record<string, string | string[]> = {};
   const h: IncomingHttpHeaders = req.headers;
   for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || k === SERVICE_TOKEN_HEADER) continue;
+    // Our credentials never reach the sandbox's code; X-Forwarded-* are ours to set.
+    if (v === undefined || HOP_BY_HOP.has(k) || k === SERVICE_TOKEN_HEADER || k === "x-api-key" || k.startsWith("x-forwarded-")) continue;
     if (k === "cookie") {
       const kept = String(v)
         .split(";")

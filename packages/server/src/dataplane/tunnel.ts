@@ -17,6 +17,8 @@ export const TunnelStatus = { OK: 0, PORT_NOT_ALLOWED: 1, DIAL_FAILED: 2, UNSUPP
 
 /** Receive window per tunnel stream: what one slow consumer may have buffered. */
 const TUNNEL_STREAM_WINDOW = 4 * 1024 * 1024;
+/** Bytes one tunnel socket may have queued towards a client that does not read. */
+const MAX_QUEUED_BYTES = 128 * 1024 * 1024;
 /** A client that sends no connect header within this time loses the stream. */
 const HEADER_TIMEOUT_MS = 10_000;
 
@@ -43,7 +45,15 @@ export function tunnelRoutes(app: FastifyInstance, sandboxes: SandboxService, lo
       const session = new YamuxSession({
         client: false,
         send: (frame) => {
-          if (socket.readyState === socket.OPEN) socket.send(frame, { binary: true });
+          if (socket.readyState !== socket.OPEN) return;
+          // Honest clients keep this under their windows; one that grants endless windows and
+          // reads nothing must not grow the server's memory without bound.
+          if (socket.bufferedAmount > MAX_QUEUED_BYTES) {
+            slog.warn({ queued: socket.bufferedAmount }, "tunnel client is not reading; closing the tunnel");
+            socket.terminate();
+            return;
+          }
+          socket.send(frame, { binary: true });
         },
         keepAliveMs: 30_000,
         // A 256 KiB window over a WebSocket round trip caps a stream near 100 MB/s.
@@ -51,7 +61,6 @@ export function tunnelRoutes(app: FastifyInstance, sandboxes: SandboxService, lo
       });
       socket.on("message", (data: Buffer | ArrayBuffer | Buffer[]) => {
         const chunk = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-        sandboxes.touch(id);
         session.receive(chunk);
       });
       socket.on("close", () => {
@@ -66,7 +75,7 @@ export function tunnelRoutes(app: FastifyInstance, sandboxes: SandboxService, lo
       session.on("stream", (stream: Duplex) => {
         // A client may reset a stream at any moment (even before it is relayed).
         stream.on("error", () => stream.destroy());
-        serveStream(stream, () => sandboxes.agentFor(req.workspaceId, id).then((r) => r.agent), agentPort).catch((e: unknown) => {
+        serveStream(stream, () => sandboxes.agentFor(req.workspaceId, id).then((r) => r.agent), agentPort, () => sandboxes.touch(id)).catch((e: unknown) => {
           slog.debug({ err: (e as Error).message }, "tunnel stream failed");
           stream.destroy();
         });
@@ -76,7 +85,7 @@ export function tunnelRoutes(app: FastifyInstance, sandboxes: SandboxService, lo
 }
 
 /** Read the connect header, dial, answer the status byte, then relay. */
-async function serveStream(stream: Duplex, agentOf: () => Promise<AgentClient>, agentPort: number): Promise<void> {
+async function serveStream(stream: Duplex, agentOf: () => Promise<AgentClient>, agentPort: number, touch: () => void): Promise<void> {
   const header = await readExactly(stream, 3, HEADER_TIMEOUT_MS);
   if (!header) {
     stream.destroy();
@@ -97,9 +106,16 @@ async function serveStream(stream: Duplex, agentOf: () => Promise<AgentClient>, 
     target = await (await agentOf()).dial(port);
   } catch (e) {
     if (!(e instanceof SandbarError)) throw e;
-    stream.end(Buffer.from([TunnelStatus.DIAL_FAILED]));
+    if (!stream.destroyed) stream.end(Buffer.from([TunnelStatus.DIAL_FAILED]));
     return;
   }
+  if (stream.destroyed) {
+    target.destroy(); // reset by the client while the port was dialed
+    return;
+  }
+  // Bytes moving are activity (keep-alive pings are not): the idle timer must not fire.
+  stream.on("data", touch);
+  target.on("data", touch);
   stream.write(Buffer.from([TunnelStatus.OK]));
   const done = (): void => {
     stream.destroy();

@@ -77,9 +77,9 @@ export class ImagePuller {
 
   async init(): Promise<void> {
     await mkdir(this.tmpRoot, { recursive: true });
-    // Pulls cut short by a crash leave their temporary layouts behind.
+    // Pulls cut short by a crash leave their temporary layouts (and registry auth files) behind.
     for (const name of await readdir(this.tmpRoot)) {
-      if (name.startsWith("pull-") || name.startsWith("capture-")) await rm(join(this.tmpRoot, name), { recursive: true, force: true });
+      if (name.startsWith("pull-") || name.startsWith("capture-") || name.startsWith("auth-")) await rm(join(this.tmpRoot, name), { recursive: true, force: true });
     }
     // skopeo insists on a signature policy; we verify by digest instead.
     await writeFile(this.policyPath, JSON.stringify({ default: [{ type: "insecureAcceptAnything" }] }));

@@ -45,7 +45,7 @@ export interface DnsProxyOptions {
    * Called (allow_list only) with the IPv4 addresses of a response before it is
    * relayed, when there is at least one. TTLs are the records' own and may be 0.
    */
-  onResolved: (sourceIp: string, addrs: ResolvedAddress[]) => Promise<void>;
+  onResolved: (sourceIp: string, addrs: ResolvedAddress[], policy: DnsPolicy) => Promise<void>;
   /** Per-upstream attempt timeout; default 2000 ms. */
   timeoutMs?: number;
   /** Queries being forwarded at once; beyond this new ones are dropped. Default 1024. */
@@ -258,11 +258,12 @@ export class DnsProxy {
       return;
     }
     this.inFlight++;
-    void this.forward(msg, question, admit, client, ctx);
+    void this.forward(msg, question, admit ? policy : undefined, client, ctx);
   }
 
   /** Never rejects. */
-  private async forward(query: Buffer, question: DnsQuestion, admit: boolean, client: dgram.RemoteInfo, ctx: object): Promise<void> {
+  /** `admitFor`: the allow_list policy the query was judged by (answers are admitted under it only). */
+  private async forward(query: Buffer, question: DnsQuestion, admitFor: DnsPolicy | undefined, client: dgram.RemoteInfo, ctx: object): Promise<void> {
     try {
       const response = await this.resolve(query, question, ctx);
       if (this.closed) return;
@@ -271,13 +272,13 @@ export class DnsProxy {
         this.reply(buildError(query, RCODE.SERVFAIL), client);
         return;
       }
-      if (admit) {
+      if (admitFor) {
         const addrs = answerAddresses(response)
           .filter((a) => a.type === "A")
           .map(({ address, ttl }) => ({ address, ttl }));
         if (addrs.length > 0) {
           try {
-            await this.onResolved(unmapIpv4(client.address), addrs);
+            await this.onResolved(unmapIpv4(client.address), addrs, admitFor);
           } catch (err) {
             this.log.warn({ ...ctx, err, addrs }, "dns proxy: admitting resolved addresses failed, SERVFAIL");
             this.reply(buildError(query, RCODE.SERVFAIL), client);

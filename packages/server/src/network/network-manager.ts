@@ -1,6 +1,7 @@
 import { readdir, writeFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { NetworkPolicy } from "@sandbar/shared";
+import type { DnsPolicy } from "./dns-proxy.js";
 import { run } from "../util/proc.js";
 import { blockAt, parseSubnet, type Block } from "./addresses.js";
 
@@ -32,7 +33,7 @@ export class NetworkManager {
   private dnsPort = 0;
   /** Block index of each sandbox with rules, and the policy behind each sandbox address. */
   private readonly bySandbox = new Map<string, number>();
-  private readonly byIp = new Map<string, { index: number; policy: NetworkPolicy; learned: Map<string, number> }>();
+  private readonly byIp = new Map<string, { sandboxId: string; index: number; policy: NetworkPolicy; dns: DnsPolicy; learned: Map<string, number> }>();
 
   constructor(
     private readonly subnet: string,
@@ -104,7 +105,7 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
       ...policy.allow_cidrs.map((c) => `add rule ${t} f${n} ip daddr ${c} accept`),
       // Only an explicit CIDR opens these; an allowed name resolving into them does not.
       `add rule ${t} f${n} ip daddr { ${ALWAYS_CLOSED.join(", ")} } drop`,
-      `add rule ${t} f${n} ip daddr @a${n} accept`,
+      ...(policy.egress === "allow_list" ? [`add rule ${t} f${n} ip daddr @a${n} accept`] : []),
       `add rule ${t} f${n} ${policy.egress === "allow_all" ? "accept" : "drop"}`,
     ];
     lines.push(`add chain ${t} i${n}`, `flush chain ${t} i${n}`, `add chain ${t} p${n}`, `flush chain ${t} p${n}`);
@@ -121,21 +122,23 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     );
     await run(["nft", "-f", "-"], { input: lines.join("\n") + "\n" });
     this.bySandbox.set(sandboxId, n);
-    this.byIp.set(block.sandboxIp, { index: n, policy, learned: new Map() });
+    // A new object per application: answers to queries judged under an older one are not admitted.
+    this.byIp.set(block.sandboxIp, { sandboxId, index: n, policy, dns: { mode: policy.egress, domains: policy.allow_domains }, learned: new Map() });
   }
 
-  /** The policy of the sandbox at this address (DNS proxy lookups). */
-  policyForIp(ip: string): NetworkPolicy | undefined {
-    return this.byIp.get(ip)?.policy;
+  /** The DNS view of the policy of the sandbox at this address (DNS proxy lookups). */
+  policyForIp(ip: string): DnsPolicy | undefined {
+    return this.byIp.get(ip)?.dns;
   }
 
   /**
    * Admit addresses a sandbox resolved through the DNS proxy (allow_list mode) until their TTL
    * runs out (at least a minute, at most a day).
    */
-  async admitResolved(ip: string, addrs: { address: string; ttl: number }[]): Promise<void> {
+  async admitResolved(ip: string, addrs: { address: string; ttl: number }[], judgedBy?: DnsPolicy): Promise<void> {
     const entry = this.byIp.get(ip);
-    if (!entry) return;
+    // The sandbox, its policy or its address changed while the query was out: admit nothing.
+    if (!entry || entry.policy.egress !== "allow_list" || (judgedBy !== undefined && entry.dns !== judgedBy)) return;
     const now = Date.now();
     const fresh: string[] = [];
     const renew: string[] = [];
@@ -255,7 +258,8 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     const n = this.bySandbox.get(sandboxId) ?? index ?? undefined;
     this.bySandbox.delete(sandboxId);
     if (n === undefined) return;
-    for (const [ip, e] of this.byIp) if (e.index === n) this.byIp.delete(ip);
+    // Only this sandbox's entry: a stale index may belong to another sandbox by now.
+    for (const [ip, e] of this.byIp) if (e.sandboxId === sandboxId) this.byIp.delete(ip);
     // Another sandbox may have claimed the index meanwhile; its rules are not ours to remove.
     if (this.claiming.has(n)) return;
     this.claiming.add(n);

@@ -116,7 +116,7 @@ export class RegistryService {
   ): Promise<{ credentials?: RegistryCredentials; registryId: string | null }> {
     let imageRegistry: string;
     try {
-      imageRegistry = parseImageRef(image).registry;
+      imageRegistry = registryHost(parseImageRef(image).registry);
     } catch {
       return { registryId: null }; // the pull reports the bad reference
     }
@@ -124,7 +124,13 @@ export class RegistryService {
       const r = await this.get(workspaceId, req.registry_id);
       if (r.host !== imageRegistry) throw validationError("registry_id", `registry '${r.name}' is ${r.host}, but the image is on ${imageRegistry}`);
       if (r.username === null || r.password_enc === null) return { registryId: r.id };
-      return { credentials: { username: r.username, password: this.box.open(r.password_enc) }, registryId: r.id };
+      let password: string;
+      try {
+        password = this.box.open(r.password_enc);
+      } catch {
+        throw validationError("registry_id", `the stored password of registry '${r.name}' cannot be decrypted (the server's secret-key changed); set it again with PATCH /registries/${r.name}`);
+      }
+      return { credentials: { username: r.username, password }, registryId: r.id };
     }
     if (req.registry_url !== undefined && registryHost(req.registry_url) !== imageRegistry) {
       throw validationError("registry_url", `registry_url is ${registryHost(req.registry_url)}, but the image is on ${imageRegistry}`);

@@ -197,8 +197,13 @@ export class SandboxService {
       await writeFile(join(paths.bundle, "config.json"), JSON.stringify(spec));
       const launch = { containerId: this.containerId(rec.id), bundleDir: paths.bundle, logFile: join(paths.dir, "console.log") };
       // From a memory snapshot the first boot resumes its processes; a later start boots cold.
-      if (restoreFrom !== undefined) await runtime.restore({ ...launch, imageDir: restoreFrom });
-      else await runtime.start(launch);
+      if (restoreFrom !== undefined) {
+        try {
+          await runtime.restore({ ...launch, imageDir: restoreFrom });
+        } catch (e) {
+          throw new RestoreFailedError((e as Error).message);
+        }
+      } else await runtime.start(launch);
       const agent = new AgentClient(net.sandboxIp, this.d.config.agentPort, rec.agent_token);
       await this.waitForAgent(agent, 30_000);
       this.agents.set(rec.id, agent);
@@ -314,15 +319,18 @@ export class SandboxService {
     await this.d.store.updateSandbox(s.id, { status: "provisioning", status_message: null, updated_at: nowIso() });
     const saved = s.memory_preserved ? this.savedMemoryDir(s.id) : undefined;
     const boot = this.startBoot(s, snap, saved).then(
-      () => this.forgetSavedMemory(s.id),
+      () => (saved ? this.forgetSavedMemory(s.id) : undefined),
       async (e: unknown) => {
-        if (!saved) throw e;
-        // A memory image that will not restore must not keep the sandbox down: boot from its files.
-        this.d.log.warn({ sandboxId: s.id, err: (e as Error).message }, "resuming saved memory failed; starting from files");
+        // Only an image that runsc itself could not restore is given up (other failures keep it
+        // for the next start); then the sandbox boots from its files rather than staying down.
+        if (!saved || !(e instanceof RestoreFailedError)) throw e;
+        this.d.log.warn({ sandboxId: s.id, err: e.message }, "resuming saved memory failed; starting from files");
         await this.forgetSavedMemory(s.id);
+        const cur = await this.d.store.getSandboxById(s.id);
+        if (!cur || cur.status === "deleting" || cur.status === "stopped") throw e;
         await this.d.store.updateSandbox(s.id, { status: "provisioning", status_message: null, updated_at: nowIso() });
-        await this.startBoot(s, snap);
-        await this.d.store.updateSandbox(s.id, { status_message: `its saved memory could not be resumed (${(e as Error).message.slice(0, 300)}); started from its files` });
+        await this.startBoot(cur, snap);
+        await this.d.store.updateSandbox(s.id, { status_message: `its saved memory could not be resumed (${e.message.slice(0, 300)}); started from its files` });
       },
     );
     await this.awaitBoot(s, boot, timeoutSeconds);
@@ -493,6 +501,8 @@ export class SandboxService {
     } else {
       // stopped / failed: nothing may run or stay mounted.
       await this.releaseCompute(s);
+      // A save of memory the server died in the middle of.
+      if (!s.memory_preserved) await rm(this.savedMemoryDir(s.id), { recursive: true, force: true });
     }
   }
 
@@ -568,5 +578,13 @@ export class SandboxService {
     if (this.monitor) clearInterval(this.monitor);
     this.monitor = undefined;
     await Promise.allSettled([...this.boots.values()]);
+  }
+}
+
+/** `runsc restore` itself failed (as opposed to the rest of a boot). */
+class RestoreFailedError extends Error {
+  constructor(message: string) {
+    super(`restoring the memory image failed: ${message}`);
+    this.name = "RestoreFailedError";
   }
 }

@@ -12,6 +12,7 @@ export async function snapshot(args: Args): Promise<void> {
       const cap = flag(args, "fs-capacity");
       let last = "";
       const s = await c.createSnapshot(name, image, cap ? Number(cap) : undefined, {
+        registryId: flag(args, "registry"),
         timeout: Number(flag(args, "timeout") ?? 600),
         onProgress: (m) => {
           if (m !== last) process.stderr.write(`${m}\n`);
