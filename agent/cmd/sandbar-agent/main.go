@@ -15,6 +15,7 @@ import (
 	"sandbar/agent/internal/proc"
 	"sandbar/agent/internal/server"
 	"sandbar/agent/internal/session"
+	"sandbar/agent/internal/users"
 )
 
 const defaultAddr = "0.0.0.0:2024"
@@ -23,6 +24,7 @@ type config struct {
 	token     string
 	addr      string
 	cwd       string
+	user      string // default user spec for commands; "" = the agent's own (root)
 	ringBytes int
 	baseEnv   []string
 }
@@ -43,6 +45,7 @@ func loadConfig() (config, error) {
 	if v := take("SANDBAR_AGENT_CWD"); v != "" {
 		c.cwd = v
 	}
+	c.user = take("SANDBAR_AGENT_USER")
 	if v := take("SANDBAR_AGENT_RING_BYTES"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
@@ -80,6 +83,16 @@ func fatal(msg string, err error) {
 	os.Exit(1)
 }
 
+// newHandler wires the agent's components from cfg.
+func newHandler(cfg config, reaper *initproc.Reaper) *server.Server {
+	procCfg := proc.Config{BaseEnv: cfg.baseEnv, DefaultCwd: cfg.cwd, DefaultUser: cfg.user}
+	return server.New(server.Config{
+		Token:    cfg.token,
+		Exec:     &exec.Runner{Config: procCfg, Reaper: reaper},
+		Sessions: session.NewManager(session.Config{Proc: procCfg, Reaper: reaper, RingBytes: cfg.ringBytes}),
+	})
+}
+
 func main() {
 	cfg, err := loadConfig()
 	if err != nil {
@@ -92,12 +105,14 @@ func main() {
 	}
 	signals := initproc.WatchSignals(isInit)
 	reaper := initproc.Default()
-	procCfg := proc.Config{BaseEnv: cfg.baseEnv, DefaultCwd: cfg.cwd}
-	handler := server.New(server.Config{
-		Token:    cfg.token,
-		Exec:     &exec.Runner{Config: procCfg, Reaper: reaper},
-		Sessions: session.NewManager(session.Config{Proc: procCfg, Reaper: reaper, RingBytes: cfg.ringBytes}),
-	})
+	if cfg.user != "" {
+		// Resolved again for every command (the image may add users later);
+		// a default that does not resolve now fails each command that uses it.
+		if _, err := users.System.Resolve(cfg.user); err != nil {
+			logJSON(logLine{Msg: "default user does not resolve", Warning: "SANDBAR_AGENT_USER=" + cfg.user + ": " + err.Error()})
+		}
+	}
+	handler := newHandler(cfg, reaper)
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {

@@ -22,6 +22,7 @@ const (
 	NoSpace          = "NoSpace"
 	PermissionDenied = "PermissionDenied"
 	DialFailed       = "DialFailed"
+	UserNotFound     = "UserNotFound"
 	Internal         = "Internal"
 )
 
@@ -37,6 +38,7 @@ var statuses = map[string]int{
 	NoSpace:          http.StatusInsufficientStorage,
 	PermissionDenied: http.StatusForbidden,
 	DialFailed:       http.StatusBadGateway,
+	UserNotFound:     http.StatusBadRequest,
 	Internal:         http.StatusInternalServerError,
 }
 

@@ -20,6 +20,7 @@ type Request struct {
 	Shell          string            `json:"shell,omitempty"`
 	Env            map[string]string `json:"env,omitempty"`
 	Cwd            string            `json:"cwd,omitempty"`
+	User           string            `json:"user,omitempty"` // "name", "uid", "name:group", "uid:gid"
 	TimeoutSeconds float64           `json:"timeout_seconds,omitempty"`
 	MaxOutputBytes int64             `json:"max_output_bytes,omitempty"`
 }
@@ -61,7 +62,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (Result, error) {
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
-	prepared, err := r.Config.Prepare(proc.Spec{Command: req.Command, Shell: req.Shell, Env: req.Env, Cwd: req.Cwd})
+	prepared, err := r.Config.Prepare(proc.Spec{Command: req.Command, Shell: req.Shell, Env: req.Env, Cwd: req.Cwd, User: req.User})
 	if err != nil {
 		return Result{}, fmt.Errorf("exec: %w", err)
 	}

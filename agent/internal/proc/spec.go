@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"sandbar/agent/internal/users"
 )
 
 // Defaults from the protocol.
@@ -28,8 +30,10 @@ var ErrInvalid = errors.New("invalid command")
 
 // Config is the environment every command starts from.
 type Config struct {
-	BaseEnv    []string // KEY=VALUE, the image's Env without the agent's variables
-	DefaultCwd string   // used when a request has no cwd
+	BaseEnv     []string // KEY=VALUE, the image's Env without the agent's variables
+	DefaultCwd  string   // used when a request has no cwd
+	DefaultUser string   // user spec used when a request has none; "" runs as the agent (root)
+	Users       users.DB // where user names are resolved; zero means /etc/passwd and /etc/group
 }
 
 // Spec is what a request asks to run.
@@ -38,7 +42,8 @@ type Spec struct {
 	Shell   string
 	Env     map[string]string
 	Cwd     string
-	PTY     bool // adds TERM when the environment has none
+	PTY     bool   // adds TERM when the environment has none
+	User    string // "name", "uid", "name:group" or "uid:gid"; "" means Config.DefaultUser
 }
 
 // Prepared is a fully resolved command, ready for Start.
@@ -47,6 +52,8 @@ type Prepared struct {
 	Argv []string // [shell, "-c", command]
 	Env  []string
 	Dir  string
+	// Cred is the identity to run as; nil runs as the agent itself.
+	Cred *syscall.Credential
 }
 
 // Prepare resolves s against c.
@@ -57,7 +64,11 @@ func (c Config) Prepare(s Spec) (Prepared, error) {
 	if err := ValidateEnv(s.Env); err != nil {
 		return Prepared{}, err
 	}
-	env := mergeEnv(c.BaseEnv, s.Env)
+	cred, overlay, err := c.resolveUser(s.User, s.Env)
+	if err != nil {
+		return Prepared{}, err
+	}
+	env := mergeEnv(c.BaseEnv, overlay)
 	if !hasEnv(env, "PATH") {
 		env = append(env, "PATH="+DefaultPath)
 	}
@@ -72,7 +83,44 @@ func (c Config) Prepare(s Spec) (Prepared, error) {
 	if err != nil {
 		return Prepared{}, err
 	}
-	return Prepared{Path: shell, Argv: []string{shell, "-c", s.Command}, Env: env, Dir: dir}, nil
+	return Prepared{Path: shell, Argv: []string{shell, "-c", s.Command}, Env: env, Dir: dir, Cred: cred}, nil
+}
+
+// resolveUser resolves the request's user (or the default) and returns its
+// credential (nil when neither is set) and the environment overlay: the
+// user's HOME, USER and LOGNAME under the request's own env, which wins.
+func (c Config) resolveUser(spec string, reqEnv map[string]string) (*syscall.Credential, map[string]string, error) {
+	fromDefault := spec == ""
+	if fromDefault {
+		spec = c.DefaultUser
+	}
+	if spec == "" {
+		return nil, reqEnv, nil
+	}
+	id, err := c.Users.Resolve(spec)
+	if err != nil {
+		var nf *users.NotFoundError
+		switch {
+		case errors.As(err, &nf):
+			if fromDefault {
+				e := *nf
+				e.Note = "the default user from SANDBAR_AGENT_USER"
+				return nil, nil, &e
+			}
+			return nil, nil, err
+		case errors.Is(err, users.ErrInvalidSpec):
+			if fromDefault {
+				return nil, nil, fmt.Errorf("%w: default user from SANDBAR_AGENT_USER: %v", ErrInvalid, err)
+			}
+			return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		return nil, nil, fmt.Errorf("resolve user %q: %w", spec, err)
+	}
+	overlay := id.Env()
+	for k, v := range reqEnv {
+		overlay[k] = v
+	}
+	return id.Credential(), overlay, nil
 }
 
 func (c Config) resolveDir(cwd string) (string, error) {

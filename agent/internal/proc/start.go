@@ -73,12 +73,19 @@ func Start(r *initproc.Reaper, p Prepared, o Options) (*Process, error) {
 		return fail(err)
 	}
 	closers, parent = append(closers, errW), append(parent, errR)
+	pipes := []int{outW, errW}
+	if o.Stdin {
+		pipes = append(pipes, stdinChild)
+	}
+	if err := giveTo(p.Cred, pipes...); err != nil {
+		return fail(err)
+	}
 
 	pid, done, err := r.Start(p.Path, p.Argv, &syscall.ProcAttr{
 		Dir:   p.Dir,
 		Env:   p.Env,
 		Files: []uintptr{uintptr(stdinChild), uintptr(outW), uintptr(errW)},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: p.Cred},
 	})
 	if err != nil {
 		return fail(classifyStartErr(err))
@@ -112,19 +119,41 @@ func startPTY(r *initproc.Reaper, p Prepared, o Options) (*Process, error) {
 		return nil, fmt.Errorf("start on pty: %w", err)
 	}
 	defer syscall.Close(slave)
+	if err := giveTo(p.Cred, slave); err != nil {
+		master.Close()
+		return nil, err
+	}
 	pid, done, err := r.Start(p.Path, p.Argv, &syscall.ProcAttr{
 		Dir:   p.Dir,
 		Env:   p.Env,
 		Files: []uintptr{uintptr(slave), uintptr(slave), uintptr(slave)},
 		// Setsid makes the child a session and process group leader; Ctty
 		// is the child's fd 0, the slave.
-		Sys: &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0},
+		Sys: &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Credential: p.Cred},
 	})
 	if err != nil {
 		master.Close()
 		return nil, classifyStartErr(err)
 	}
 	return &Process{Pid: pid, Done: done, Stdin: master, Stdout: master, PTY: master}, nil
+}
+
+// giveTo makes cred's uid the owner of the child's standard streams (pipes
+// or the pty slave; never /dev/null), as runc does, so that a command
+// running as that user can reopen them (/dev/stdout, /proc/self/fd/N, its
+// tty). The group is left alone. Nothing to do without cred.
+func giveTo(cred *syscall.Credential, fds ...int) error {
+	if cred == nil {
+		return nil
+	}
+	for _, fd := range fds {
+		if err := syscall.Fchown(fd, int(cred.Uid), -1); err != nil {
+			// EPERM (the agent is not root) is the request's problem, as
+			// the fork would fail the same way.
+			return classifyStartErr(fmt.Errorf("chown stdio to uid %d: %w", cred.Uid, err))
+		}
+	}
+	return nil
 }
 
 // pipe returns a close-on-exec pipe as raw blocking fds (the child's end must

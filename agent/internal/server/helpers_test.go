@@ -30,8 +30,17 @@ type testEnv struct {
 // the default ring size.
 func newEnv(t *testing.T, ringBytes int) *testEnv {
 	t.Helper()
+	return newEnvWith(t, ringBytes, nil)
+}
+
+// newEnvWith is newEnv with a hook to adjust the command configuration.
+func newEnvWith(t *testing.T, ringBytes int, adjust func(*proc.Config)) *testEnv {
+	t.Helper()
 	dir := t.TempDir()
 	procCfg := proc.Config{BaseEnv: []string{"PATH=/usr/bin:/bin", "IMAGE_VAR=image"}, DefaultCwd: dir}
+	if adjust != nil {
+		adjust(&procCfg)
+	}
 	reaper := initproc.Default()
 	h := New(Config{
 		Token:    testToken,

@@ -17,6 +17,7 @@ import (
 	"sandbar/agent/internal/exec"
 	"sandbar/agent/internal/proc"
 	"sandbar/agent/internal/session"
+	"sandbar/agent/internal/users"
 )
 
 // Version is reported by GET /healthz.
@@ -152,6 +153,12 @@ func toAPIError(err error) error {
 	var e *apierr.Error
 	if errors.As(err, &e) {
 		return e
+	}
+	var nf *users.NotFoundError
+	if errors.As(err, &nf) {
+		// The bare "user 'x' not found in /etc/passwd", without the
+		// "exec:"/"session" context the error picked up on the way.
+		return &apierr.Error{Code: apierr.UserNotFound, Message: nf.Error(), Err: err}
 	}
 	code := apierr.Internal
 	switch {

@@ -36,6 +36,7 @@ type CreateRequest struct {
 	Shell              string            `json:"shell,omitempty"`
 	Env                map[string]string `json:"env,omitempty"`
 	Cwd                string            `json:"cwd,omitempty"`
+	User               string            `json:"user,omitempty"` // "name", "uid", "name:group", "uid:gid"
 	TimeoutSeconds     float64           `json:"timeout_seconds,omitempty"`
 	IdleTimeoutSeconds float64           `json:"idle_timeout_seconds,omitempty"`
 	KillOnDisconnect   bool              `json:"kill_on_disconnect,omitempty"`
@@ -134,7 +135,7 @@ func (m *Manager) Create(req CreateRequest) (*Session, bool, error) {
 		return nil, false, err
 	}
 	prepared, err := m.cfg.Proc.Prepare(proc.Spec{
-		Command: req.Command, Shell: req.Shell, Env: req.Env, Cwd: req.Cwd, PTY: req.PTY,
+		Command: req.Command, Shell: req.Shell, Env: req.Env, Cwd: req.Cwd, PTY: req.PTY, User: req.User,
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("session %q: %w", req.CommandID, err)

@@ -1,11 +1,15 @@
 /**
  * The CLI (run from source with tsx) against a stand-in server: the request bodies of
  * `sandbox create` with egress and memory flags, of `sandbox snapshot`, of `registry` and
- * `snapshot create --registry`, and of `service-url`, and `tunnel` forwarding until SIGINT.
+ * `snapshot create --registry`, of `snapshot build` (multipart, with its followed build log),
+ * and of `service-url`, and `tunnel` forwarding until SIGINT.
  */
 import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net, { type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,6 +44,41 @@ function registryView(name: string, url: string, username: string | null, hasPas
   return { id: `rg-${name}`, name, url, auth_type: "DOCKER_CONFIG", provider: "DOCKER_REGISTRY", username, has_password: hasPassword, created_at: "2030-01-01T00:00:00.000Z", updated_at: "2030-01-01T00:00:00.000Z" };
 }
 
+/** Names of the entries of an uncompressed ustar archive (no PAX). */
+function tarNames(tar: Uint8Array): string[] {
+  const names: string[] = [];
+  for (let at = 0; at + 512 <= tar.length; ) {
+    const h = tar.subarray(at, at + 512);
+    if (h.every((x) => x === 0)) break;
+    const field = (o: number, n: number): string => Buffer.from(h.subarray(o, o + n)).toString("utf8").replace(/\0.*$/s, "");
+    const prefix = field(345, 155);
+    names.push(prefix ? `${prefix}/${field(0, 100)}` : field(0, 100));
+    at += 512 + Math.ceil(parseInt(field(124, 12), 8) / 512) * 512;
+  }
+  return names;
+}
+
+/**
+ * A multipart body as its text fields plus the entry names of its `context` tar. Multipart
+ * encoding sends text fields with CRLF line ends; like the server, read them back as LF.
+ */
+async function parseMultipart(raw: Buffer, contentType: string): Promise<Record<string, unknown>> {
+  const form = await new Response(raw, { headers: { "content-type": contentType } }).formData();
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of form) out[k] = typeof v === "string" ? v.replace(/\r\n/g, "\n") : tarNames(new Uint8Array(await v.arrayBuffer()));
+  return out;
+}
+
+/** Build logs of the stand-in's Dockerfile builds, by the snapshot name's part before a `-`; other names are refused with 422. */
+const BUILD_LOGS: Record<string, { lines: string[]; status: "ready" | "failed"; message: string | null }> = {
+  built: { lines: ["Step 1/2 : FROM python:3.12-slim", " ---> Using cache", "Step 2/2 : COPY app.py /app/", "Successfully built"], status: "ready", message: null },
+  broken: { lines: ["Step 1/2 : FROM alpine", "Step 2/2 : RUN false", "ERROR: process \"/bin/sh -c false\" returned a non-zero code: 1"], status: "failed", message: "step 2/2 RUN false: exit code 1" },
+};
+
+function buildView(name: string, status: string, message: string | null): Record<string, unknown> {
+  return { id: `sn-b-${name}`, name, status, status_message: message, docker_image: null, source_sandbox_id: null, memory_snapshot_size_bytes: null };
+}
+
 /** A tunnel stream that answers OK to any port and echoes what it gets. */
 function echoStream(stream: Duplex): void {
   stream.on("error", () => undefined);
@@ -57,11 +96,30 @@ function echoStream(stream: Duplex): void {
 beforeAll(async () => {
   const wss = new WebSocketServer({ noServer: true });
   httpServer = http.createServer((req, res) => {
-    let raw = "";
-    req.on("data", (c: Buffer) => (raw += c.toString()));
-    req.on("end", () => {
-      requests.push({ method: req.method ?? "", url: req.url ?? "", body: raw ? JSON.parse(raw) : undefined });
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", async () => {
+      const raw = Buffer.concat(chunks).toString();
+      const contentType = req.headers["content-type"] ?? "";
+      const body = contentType.startsWith("multipart/form-data") ? await parseMultipart(Buffer.concat(chunks), contentType) : raw ? JSON.parse(raw) : undefined;
+      requests.push({ method: req.method ?? "", url: req.url ?? "", body });
       const send = (status: number, body: unknown): void => void res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+      if (req.method === "POST" && req.url === "/v2/sandboxes/snapshots/build") {
+        const name = String((body as { name?: unknown }).name);
+        if (!BUILD_LOGS[name.split("-")[0] as string]) return send(422, { code: "VALIDATION_ERROR", message: "dockerfile line 2: unknown instruction FORM", detail: [] });
+        return send(201, buildView(name, "building", null));
+      }
+      const build = /^\/v2\/sandboxes\/snapshots\/sn-b-([^/?]+)(\/build-log\?follow=true)?$/.exec(req.url ?? "");
+      const b = build && BUILD_LOGS[(build[1] as string).split("-")[0] as string];
+      if (req.method === "GET" && build && b) {
+        if (!build[2]) return send(200, buildView(build[1] as string, b.status, b.message));
+        res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
+        for (const line of b.lines) {
+          res.write(`${line}\n`);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        return void res.end();
+      }
       if (req.method === "POST" && req.url === "/v2/sandboxes/boxes") return send(201, info());
       if (req.method === "GET" && req.url === "/v2/sandboxes/boxes/box") return send(200, info());
       if (req.method === "POST" && req.url === "/v2/sandboxes/boxes/box/snapshot") {
@@ -109,9 +167,9 @@ afterAll(async () => {
 });
 
 /** Run the CLI to completion; `input`, when given, is written to its stdin, which is then closed. */
-function run(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], input?: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args, "--endpoint", `http://127.0.0.1:${port}`, "--api-key", "k"]);
+    const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args, "--endpoint", `http://127.0.0.1:${port}`, "--api-key", "k"], { env: { ...process.env, ...env } });
     if (input !== undefined) child.stdin.end(input);
     let stdout = "";
     let stderr = "";
@@ -292,5 +350,72 @@ describe("service-url and tunnel", () => {
     await new Promise((res) => blocker.close(res));
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`error: SandboxClientError: cannot listen on 127.0.0.1:${taken}: the port is already in use (choose another local port, or 0 for a free one)\n`);
+  }, 30_000);
+});
+
+describe.concurrent("snapshot build", () => {
+  const root = mkdtempSync(join(tmpdir(), "sandbar-cli-build-"));
+  const ctx = join(root, "ctx");
+  mkdirSync(join(ctx, "src"), { recursive: true });
+  writeFileSync(join(ctx, "Dockerfile"), "FROM python:3.12-slim\nCOPY app.py /app/\n");
+  writeFileSync(join(ctx, "other.Dockerfile"), "FROM alpine\n");
+  writeFileSync(join(ctx, "app.py"), "print('hi')\n");
+  writeFileSync(join(ctx, "src", "lib.py"), "x = 1\n");
+  writeFileSync(join(ctx, "secret.txt"), "s3cret");
+  writeFileSync(join(ctx, ".dockerignore"), "secret.txt\n");
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  const posted = (name: string): Record<string, unknown> | undefined =>
+    requests.find((x) => x.url === "/v2/sandboxes/snapshots/build" && (x.body as { name?: string } | undefined)?.name === name)?.body as Record<string, unknown> | undefined;
+
+  it("sends the Dockerfile, the context (minus .dockerignore) and the flags; streams the log, then prints the snapshot", async () => {
+    const r = await run(["snapshot", "build", "built-flags", ctx, "--build-arg", "A=1,2", "--build-arg", "FROM_ENV", "--build-arg", "UNSET_ARG", "--target", "runtime", "--fs-capacity", "2147483648"], undefined, { FROM_ENV: "env-value" });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(posted("built-flags")).toEqual({
+      name: "built-flags",
+      dockerfile: "FROM python:3.12-slim\nCOPY app.py /app/\n",
+      build_args: JSON.stringify({ A: "1,2", FROM_ENV: "env-value" }),
+      target: "runtime",
+      fs_capacity_bytes: "2147483648",
+      context: [".dockerignore", "Dockerfile", "app.py", "other.Dockerfile", "src/", "src/lib.py"],
+    });
+    const log = BUILD_LOGS.built?.lines.join("\n") ?? "";
+    expect(r.stdout.startsWith(`${log}\n{`)).toBe(true);
+    expect(JSON.parse(r.stdout.slice(log.length + 1))).toMatchObject({ id: "sn-b-built-flags", name: "built-flags", status: "ready" });
+  }, 30_000);
+
+  it.each([
+    ["built-file", ["-f", join(ctx, "other.Dockerfile")], undefined, "FROM alpine\n"],
+    ["built-stdin", ["-f", "-"], "FROM busybox\nRUN true\n", "FROM busybox\nRUN true\n"],
+  ])("%s: -f %j names the Dockerfile", async (name, flags, input, dockerfile) => {
+    const r = await run(["snapshot", "build", name, ctx, ...flags], input);
+    expect([r.code, r.stderr]).toEqual([0, ""]);
+    expect(posted(name)?.dockerfile).toBe(dockerfile);
+  }, 30_000);
+
+  it("a failed build exits 1: the log on stdout, the reason and the log's tail on stderr", async () => {
+    const r = await run(["snapshot", "build", "broken", ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe(`${BUILD_LOGS.broken?.lines.join("\n")}\n`);
+    expect(r.stderr).toBe(`error: ResourceCreationError: step 2/2 RUN false: exit code 1\n\nlast 3 lines of the build log:\n${BUILD_LOGS.broken?.lines.join("\n")}\n`);
+  }, 30_000);
+
+  it("a Dockerfile the server refuses exits 1 with its message", async () => {
+    const r = await run(["snapshot", "build", "refused", ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("error: VALIDATION_ERROR: dockerfile line 2: unknown instruction FORM\n");
+  }, 30_000);
+
+  it.each([
+    [["snapshot", "build"], "error: missing snapshot name: sandbar snapshot build NAME [CONTEXT_DIR] [-f DOCKERFILE] [--build-arg K=V]... [--target T] [--fs-capacity BYTES] [--timeout S]\n"],
+    [["snapshot", "build", "n1", join(root, "nope")], `error: build context ${join(root, "nope")} is not a directory\n`],
+    [["snapshot", "build", "n2", join(ctx, "src")], `error: cannot read the Dockerfile ${join(ctx, "src", "Dockerfile")}: no such file (name it with -f)\n`],
+    [["snapshot", "build", "n3", ctx, "--fs-capacity", "2G"], "error: --fs-capacity must be a number of bytes, not '2G'\n"],
+    [["snapshot", "build", "n4", ctx, "--build-arg", "=x"], "error: --build-arg must be NAME=VALUE or NAME, not '=x'\n"],
+  ])("%j fails before calling the server", async (argv, message) => {
+    const r = await run(argv);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(message);
+    expect(posted(argv[2] ?? "")).toBeUndefined();
   }, 30_000);
 });

@@ -28,6 +28,13 @@ export function flagList(args: Args, name: string): string[] {
   return all.flatMap((x) => (typeof x === "string" ? x.split(",") : [])).map((x) => x.trim()).filter((x) => x !== "");
 }
 
+/** All values of a repeatable flag as given (no comma splitting: `--build-arg K=a,b`). */
+export function flagValues(args: Args, name: string): string[] {
+  const v = args.flags[name];
+  const all = Array.isArray(v) ? v : v === undefined ? [] : [v];
+  return all.filter((x): x is string => typeof x === "string");
+}
+
 /** A TCP port argument: an integer from `min` (1, or 0 for "any free port") to 65535. */
 export function portArg(value: string, what: string, min = 1): number {
   const n = Number(value);

@@ -18,6 +18,9 @@ const USAGE = `usage: sandbar <command>
   image ls | image rm NAME          (local images: docker_image sandbar.local/NAME:TAG)
   snapshot create NAME --image IMAGE [--fs-capacity BYTES] [--registry R] | ls | get ID | rm ID
                  (--registry: pull a private image with a registry's credentials)
+  snapshot build NAME [CONTEXT_DIR] [-f DOCKERFILE] [--build-arg K=V]... [--target T] [--fs-capacity BYTES] [--timeout S]
+                 (build from a Dockerfile: CONTEXT_DIR default ., -f default CONTEXT_DIR/Dockerfile or - for
+                  stdin; .dockerignore honoured; the build log streams to stdout, then the snapshot as JSON)
   registry create NAME URL [--username U --password-stdin] | registry ls | registry rm NAME
                  (private registry credentials; the password is read from stdin, never from argv)
   sandbox create --snapshot S [--name N] [--egress deny_all|allow_all|allow_list]
@@ -31,13 +34,14 @@ const USAGE = `usage: sandbar <command>
   service-url SANDBOX PORT [--expires SECONDS]          (token URL for an HTTP service in the sandbox)
 common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
 
-const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires", "username", "registry"];
+const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires", "username", "registry", "target"];
 /** Flags that take no value: present or not. */
 const BOOLEAN_FLAGS = ["memory", "no-restore-memory", "preserve-memory", "password-stdin"];
 /** Flags that may be repeated (values collect in a list). */
-const LIST_FLAGS = ["allow-cidr", "allow-domain"];
+const LIST_FLAGS = ["allow-cidr", "allow-domain", "build-arg"];
 const OPTIONS = {
   ...Object.fromEntries(STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
+  file: { type: "string" as const, short: "f" },
   ...Object.fromEntries(LIST_FLAGS.map((f) => [f, { type: "string" as const, multiple: true }])),
   ...Object.fromEntries(BOOLEAN_FLAGS.map((f) => [f, { type: "boolean" as const }])),
 };

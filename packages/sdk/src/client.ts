@@ -4,7 +4,8 @@ import { ResourceCreationError, ResourceTimeoutError } from "./errors.js";
 import { Sandbox } from "./sandbox.js";
 import { ServiceUrl, type ServiceUrlOptions } from "./service-url.js";
 import { Registries } from "./registries.js";
-import type { CaptureSnapshotOptions, CreateSandboxOptions, CreateSnapshotOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
+import { buildForm, followBuild } from "./dockerfile-build.js";
+import type { CaptureSnapshotOptions, CreateSandboxOptions, CreateSnapshotOptions, DockerfileBuildOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
 import type { WebSocketConstructor } from "./ws-stream.js";
 
 /** Options of {@link SandboxClient}. @example `new SandboxClient({ endpoint: "http://127.0.0.1:8080", apiKey: "sb_...", maxRetries: 5 })` */
@@ -99,6 +100,68 @@ export class SandboxClient {
       registry_password: opts.registryPassword,
     });
     return this.waitForSnapshot(snap.id, { timeout: opts.timeout ?? 60, onProgress: opts.onProgress });
+  }
+
+  /**
+   * Build a snapshot from a Dockerfile on the server and wait until it is ready (default
+   * timeout 1800 s for upload, build and wait together). The build context (`opts.context`) is
+   * a directory (Node only; its `.dockerignore` applies) or a map of relative path -> content,
+   * sent as a tar archive. The build log is followed as it is written and handed line by line
+   * to `opts.onBuildLog`.
+   *
+   * Errors: `ValidationError` for a Dockerfile the server refuses (the message names the
+   * line), a bad option or an unreadable context directory; `ResourceNameConflictError` for a
+   * taken name; `ValidationError` (`PAYLOAD_TOO_LARGE`) for a context over the server's limit;
+   * `ResourceCreationError` when the build fails (its `status_message` and the log's last
+   * lines, also in `buildLogTail`); `ResourceTimeoutError` past `timeout` (the build goes on
+   * on the server).
+   *
+   * @example
+   * ```ts
+   * const snap = await client.createSnapshotFromDockerfile("app", await readFile("./app/Dockerfile", "utf8"), {
+   *   context: "./app",
+   *   buildArgs: { PY_VERSION: "3.12" },
+   *   onBuildLog: (line) => console.log(line),
+   * });
+   * const tiny = await client.createSnapshotFromDockerfile("tiny", "FROM python:3.12-slim\nCOPY main.py /app/\n", {
+   *   context: { "main.py": "print('hi')\n" },
+   * });
+   * ```
+   */
+  async createSnapshotFromDockerfile(name: string, dockerfile: string, opts: DockerfileBuildOptions = {}): Promise<Snapshot> {
+    const timeout = opts.timeout ?? 1800;
+    const deadline = Date.now() + timeout * 1000;
+    const timeoutError = (status: string): ResourceTimeoutError => {
+      const err = new ResourceTimeoutError(`snapshot ${name} not built within ${timeout}s (last status ${status})`, undefined, undefined);
+      err.resourceType = "snapshot";
+      return err;
+    };
+    const form = await buildForm(name, dockerfile, opts);
+    const signal = AbortSignal.timeout(Math.max(1, deadline - Date.now()));
+    let snap: SnapshotView;
+    try {
+      const res = await call(this.http, this.url("/snapshots/build"), { method: "POST", body: form, signal });
+      snap = (await res.json()) as SnapshotView;
+    } catch (e) {
+      if (signal.aborted) throw timeoutError("uploading");
+      throw e;
+    }
+    return followBuild(this.http, this, snap, opts.onBuildLog, deadline, timeoutError);
+  }
+
+  /**
+   * The build log of a snapshot built from a Dockerfile, as written so far (the whole log once
+   * the build ended).
+   *
+   * @example
+   * ```ts
+   * const log = await client.buildLog(snap.id);
+   * console.log(log.split("\n").filter((l) => l.startsWith("Step ")).join("\n"));
+   * ```
+   */
+  async buildLog(snapshotId: string): Promise<string> {
+    const res = await call(this.http, this.url(`/snapshots/${encodeURIComponent(snapshotId)}/build-log`));
+    return res.text();
   }
 
   /**

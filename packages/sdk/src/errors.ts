@@ -37,8 +37,17 @@ export class ResourceNotFoundError extends SandboxClientError {
 }
 /** A name is already taken, or a resource is still in use. @example `catch (e) { if (e instanceof ResourceNameConflictError) pickAnotherName(); }` */
 export class ResourceNameConflictError extends SandboxClientError {}
-/** A sandbox or snapshot could not be created. @example `catch (e) { if (e instanceof ResourceCreationError) console.log(e.message); }` */
-export class ResourceCreationError extends SandboxClientError {}
+/**
+ * A sandbox or snapshot could not be created. For a failed Dockerfile build
+ * (`createSnapshotFromDockerfile`) the message is the snapshot's `status_message` followed by
+ * the last lines of the build log, which are also in `buildLogTail`.
+ *
+ * @example `catch (e) { if (e instanceof ResourceCreationError) console.log(e.message, e.buildLogTail ?? []); }`
+ */
+export class ResourceCreationError extends SandboxClientError {
+  /** The last lines (up to 20) of the build log of a failed Dockerfile build; undefined otherwise. */
+  buildLogTail: string[] | undefined;
+}
 /** A wait for a resource ran out of time. @example `catch (e) { if (e instanceof ResourceTimeoutError) console.log(e.resourceType); }` */
 export class ResourceTimeoutError extends SandboxClientError {
   /** "sandbox" or "snapshot". */

@@ -59,6 +59,44 @@ export interface CreateSnapshotOptions {
 }
 
 /**
+ * Options of {@link SandboxClient.createSnapshotFromDockerfile}. Sent as the multipart fields
+ * `build_args` (a JSON object), `target`, `fs_capacity_bytes` and the file part `context` (a
+ * ustar archive); options left out are not sent.
+ *
+ * @example
+ * ```ts
+ * const opts: DockerfileBuildOptions = {
+ *   context: "./app",                        // a directory (Node), honouring its .dockerignore
+ *   buildArgs: { PY_VERSION: "3.12" },
+ *   target: "runtime",
+ *   onBuildLog: (line) => console.log(line),
+ *   timeout: 900,
+ * };
+ * await client.createSnapshotFromDockerfile("app", dockerfileText, opts);
+ * await client.createSnapshotFromDockerfile("tiny", "FROM alpine:3.20\nCOPY hello.sh /\n", { context: { "hello.sh": "echo hi\n" } });
+ * ```
+ */
+export interface DockerfileBuildOptions {
+  /**
+   * The build context, what `COPY` and `ADD` read: a directory path (Node only; its
+   * `.dockerignore` applies, symlinks are sent as links), or a map of relative path -> content
+   * (works in any runtime; sent as given, mode 0644, a key ending in `/` is an empty
+   * directory). Omitted: no context (a Dockerfile without `COPY`/`ADD` of local files).
+   */
+  context?: string | Record<string, string | Uint8Array>;
+  /** `ARG` values (sent as `build_args`, a JSON object of strings). */
+  buildArgs?: Record<string, string>;
+  /** Build up to this stage of a multi-stage Dockerfile (default: the last). */
+  target?: string;
+  /** Default disk size of sandboxes made from the snapshot (sent as `fs_capacity_bytes`). */
+  fsCapacityBytes?: number;
+  /** Called with each line of the build log as it comes (`Step 2/7 : RUN ...`, command output). */
+  onBuildLog?: (line: string) => void;
+  /** Seconds for the whole call: upload, build and wait (default 1800). */
+  timeout?: number;
+}
+
+/**
  * Options of {@link SandboxClient.captureSnapshot} and {@link Sandbox.captureSnapshot}.
  *
  * @example

@@ -20,6 +20,7 @@ import type { LinkTokens } from "./auth/link-tokens.js";
 import { ServiceProxy, serviceUrlRoute } from "./dataplane/service-proxy.js";
 import { tunnelRoutes } from "./dataplane/tunnel.js";
 import { registryRoutes, type RegistryService } from "./registries/registry-service.js";
+import { buildRoutes, type BuildService } from "./builds/build-service.js";
 
 export interface AppDeps {
   log: Logger;
@@ -29,6 +30,9 @@ export interface AppDeps {
   maxUploadBytes: number;
   tokens: LinkTokens;
   registries: RegistryService;
+  builds: BuildService;
+  /** Scratch space (build contexts land here). */
+  tmpRoot: string;
   publicUrl: () => string;
   /** Wildcard domain for service URLs (config.serviceDomain). */
   serviceDomain: string | undefined;
@@ -74,6 +78,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
         serviceUrlRoute(scope, d.sandboxes, d.tokens, { publicUrl: d.publicUrl, serviceDomain: d.serviceDomain }, d.agentPort);
         snapshotRoutes(scope, d.snapshots);
         registryRoutes(scope, d.registries);
+        buildRoutes(scope, d.builds, d.snapshots, d.tmpRoot, d.maxUploadBytes);
       },
       { prefix },
     );

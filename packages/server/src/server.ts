@@ -9,6 +9,7 @@ import { LayerStore } from "./images/layer-store.js";
 import { ImagePuller } from "./images/image-puller.js";
 import { RootfsManager } from "./storage/rootfs-manager.js";
 import { RegistryService } from "./registries/registry-service.js";
+import { BuildService } from "./builds/build-service.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { DnsProxy, readSystemResolvers } from "./network/dns-proxy.js";
 import { NetworkManager } from "./network/network-manager.js";
@@ -40,7 +41,7 @@ const BOOTSTRAP_KEY_FILE = "bootstrap-api-key";
 export async function startServer(config: ServerConfig, logger?: Logger): Promise<SandbarServer> {
   const log = logger ?? pino({ level: config.logLevel });
   const d = config.dataDir;
-  for (const sub of ["", "layers", "sandboxes", "tmp", "agent", "images", "memory"]) await mkdir(join(d, sub), { recursive: true });
+  for (const sub of ["", "layers", "sandboxes", "tmp", "agent", "images", "memory", "builds"]) await mkdir(join(d, sub), { recursive: true });
   const instanceTag = sha256Hex(d).slice(0, 8);
 
   const store = new SqliteStore(join(d, "sandbar.db"));
@@ -73,12 +74,14 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const registries = new RegistryService(store, await SecretBox.load(join(d, "secret-key")));
   const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }), join(d, "tmp"), join(d, "memory"), registries);
   const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtimes, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
+  const builds = new BuildService(store, snapshots, sandboxes, layers, puller, join(d, "tmp"), join(d, "builds"), log.child({ component: "builds" }));
 
   let ready = false;
   const tokens = await LinkTokens.load(join(d, "link-secret"));
-  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, registries, publicUrl: () => config.publicUrl, serviceDomain: config.serviceDomain, agentPort: config.agentPort, isReady: () => ready });
+  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, registries, builds, tmpRoot: join(d, "tmp"), publicUrl: () => config.publicUrl, serviceDomain: config.serviceDomain, agentPort: config.agentPort, isReady: () => ready });
   await snapshots.recover();
   await sandboxes.recover();
+  await builds.recover();
   sandboxes.startMonitor(config.monitorIntervalMs);
   const retention = new RetentionSweeper(store, sandboxes, config.timeScale, config.retentionIntervalMs, log.child({ component: "retention" }));
   retention.start();

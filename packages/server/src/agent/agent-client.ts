@@ -202,7 +202,7 @@ export class AgentClient {
     }
   }
 
-  exec(body: { command: string; shell: string; env?: Record<string, string>; cwd?: string; timeout_seconds: number }, signal?: AbortSignal): Promise<AgentExecResult> {
+  exec(body: { command: string; shell: string; env?: Record<string, string>; cwd?: string; timeout_seconds: number; user?: string }, signal?: AbortSignal): Promise<AgentExecResult> {
     // The agent enforces the command timeout; ours only guards against a dead agent.
     const guard = body.timeout_seconds > 0 ? (body.timeout_seconds + 30) * 1000 : undefined;
     return this.json<AgentExecResult>("POST", "/exec", body, guard, signal);

@@ -33,7 +33,7 @@ export class NetworkManager {
   private dnsPort = 0;
   /** Block index of each sandbox with rules, and the policy behind each sandbox address. */
   private readonly bySandbox = new Map<string, number>();
-  private readonly byIp = new Map<string, { sandboxId: string; index: number; policy: NetworkPolicy; dns: DnsPolicy; learned: Map<string, number> }>();
+  private readonly byIp = new Map<string, { sandboxId: string; index: number; policy: NetworkPolicy; dns: DnsPolicy; learned: Map<string, number>; admitting: Promise<void> }>();
 
   constructor(
     private readonly subnet: string,
@@ -123,7 +123,7 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     await run(["nft", "-f", "-"], { input: lines.join("\n") + "\n" });
     this.bySandbox.set(sandboxId, n);
     // A new object per application: answers to queries judged under an older one are not admitted.
-    this.byIp.set(block.sandboxIp, { sandboxId, index: n, policy, dns: { mode: policy.egress, domains: policy.allow_domains }, learned: new Map() });
+    this.byIp.set(block.sandboxIp, { sandboxId, index: n, policy, dns: { mode: policy.egress, domains: policy.allow_domains }, learned: new Map(), admitting: Promise.resolve() });
   }
 
   /** The DNS view of the policy of the sandbox at this address (DNS proxy lookups). */
@@ -139,6 +139,14 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     const entry = this.byIp.get(ip);
     // The sandbox, its policy or its address changed while the query was out: admit nothing.
     if (!entry || entry.policy.egress !== "allow_list" || (judgedBy !== undefined && entry.dns !== judgedBy)) return;
+    // One at a time per sandbox: an answer relayed while an earlier admission of the same
+    // address is still running would reach the client before the address is open.
+    const next = entry.admitting.then(() => this.admitNow(ip, entry, addrs));
+    entry.admitting = next.catch(() => undefined);
+    return next;
+  }
+
+  private async admitNow(ip: string, entry: { index: number; learned: Map<string, number> }, addrs: { address: string; ttl: number }[]): Promise<void> {
     const now = Date.now();
     const fresh: string[] = [];
     const renew: string[] = [];
@@ -158,7 +166,12 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     const all = [...fresh, ...renew];
     if (all.length) {
       const r = await run(["nft", `add element ${set} { ${all.join(", ")} }`], { check: false });
-      if (r.code !== 0) this.log.warn({ ip, err: r.stderr.trim() }, "could not admit resolved addresses");
+      if (r.code !== 0) {
+        for (const line of all) entry.learned.delete(line.split(" ")[0] as string);
+        this.log.warn({ ip, err: r.stderr.trim() }, "could not admit resolved addresses");
+        // The DNS proxy answers SERVFAIL: the client retries rather than meeting a closed address.
+        throw new Error(`nft: ${r.stderr.trim()}`);
+      }
     }
   }
 

@@ -47,6 +47,8 @@ const CAPABILITIES = [
 export function buildSpec(s: SpecInput): Record<string, unknown> {
   const env = s.image.env.some((e) => e.startsWith("PATH=")) ? [...s.image.env] : [DEFAULT_PATH, ...s.image.env];
   env.push(`SANDBAR_AGENT_TOKEN=${s.agentToken}`, `SANDBAR_AGENT_ADDR=0.0.0.0:${s.agentPort}`, `SANDBAR_AGENT_CWD=${s.image.workingDir || "/"}`);
+  // Commands run as the image's USER, as Docker runs them (the agent itself stays root).
+  if (s.image.user) env.push(`SANDBAR_AGENT_USER=${s.image.user}`);
   const period = 100_000;
   const mounts: Record<string, unknown>[] = [
     { destination: "/proc", type: "proc", source: "proc" },

@@ -156,6 +156,20 @@ export class SnapshotService {
     return join(this.memoryRoot, snapshotId);
   }
 
+  /**
+   * Insert a record whose build runs elsewhere (Dockerfile builds) and track the job like an
+   * image build: layer collection waits for it; settle() and delete() see it.
+   */
+  async insertTracked(rec: SnapshotRecord, job: (rec: SnapshotRecord) => Promise<void>): Promise<SnapshotRecord> {
+    await this.insert(rec);
+    const run = job(rec).finally(() => {
+      this.builds.delete(rec.id);
+      void this.collectLayers();
+    });
+    this.builds.set(rec.id, run);
+    return rec;
+  }
+
   /** Insert a new record and start tracking its build; a taken name is NAME_CONFLICT. */
   private async insert(rec: SnapshotRecord): Promise<void> {
     try {

@@ -1,7 +1,7 @@
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { run } from "../util/proc.js";
-import { mountPoints } from "../util/mounts.js";
+import { mountPoints, umount } from "../util/mounts.js";
 
 /** Paths of one sandbox's storage. */
 export interface SandboxPaths {
@@ -96,16 +96,6 @@ export class RootfsManager {
     } catch {
       return [];
     }
-  }
-}
-
-async function umount(target: string): Promise<void> {
-  const r = await run(["umount", target], { check: false });
-  if (r.code !== 0) {
-    // A runtime process may still hold it for a moment after being killed.
-    await new Promise((res) => setTimeout(res, 200));
-    const again = await run(["umount", target], { check: false });
-    if (again.code !== 0) await run(["umount", "-l", target]);
   }
 }
 

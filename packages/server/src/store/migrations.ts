@@ -84,4 +84,12 @@ export const MIGRATIONS: readonly string[] = [
     UNIQUE (workspace_id, name)
   );
   `,
+  // Dockerfile build steps by cache key; layer is null for steps that only change the config.
+  `
+  CREATE TABLE build_cache (
+    key TEXT PRIMARY KEY,
+    layer TEXT,
+    created_at TEXT NOT NULL
+  );
+  `,
 ];

@@ -157,6 +157,8 @@ export class SqliteStore implements Store {
       where.push("name LIKE @like ESCAPE '\\' COLLATE NOCASE");
       params.like = likePattern(f.nameContains);
     }
+    // Names starting with "." are a build's helper records (users cannot make such names).
+    where.push("name NOT LIKE '.%'");
     const sql = `SELECT * FROM snapshots WHERE ${where.join(" AND ")} ORDER BY created_at DESC, id LIMIT @limit OFFSET @offset`;
     return (this.db.prepare(sql).all(params) as Row[]).map((r) => decode<SnapshotRecord>(r, SNAPSHOT_JSON) as SnapshotRecord);
   }
@@ -170,6 +172,9 @@ export class SqliteStore implements Store {
     const counts = new Map<string, number>();
     for (const s of await this.listAllSnapshots()) {
       for (const d of s.layers) counts.set(d, (counts.get(d) ?? 0) + 1);
+    }
+    for (const r of this.db.prepare("SELECT layer FROM build_cache WHERE layer IS NOT NULL").all() as { layer: string }[]) {
+      counts.set(r.layer, (counts.get(r.layer) ?? 0) + 1);
     }
     return counts;
   }
@@ -217,6 +222,13 @@ export class SqliteStore implements Store {
   }
   async deleteSandbox(id: string): Promise<void> {
     this.stmts.deleteSandbox.run(id);
+  }
+
+  async getBuildCache(key: string): Promise<{ layer: string | null } | undefined> {
+    return this.db.prepare("SELECT layer FROM build_cache WHERE key = ?").get(key) as { layer: string | null } | undefined;
+  }
+  async putBuildCache(key: string, layer: string | null, at: string): Promise<void> {
+    this.db.prepare("INSERT OR REPLACE INTO build_cache (key, layer, created_at) VALUES (?, ?, ?)").run(key, layer, at);
   }
 
   async insertRegistry(r: RegistryRecord): Promise<void> {

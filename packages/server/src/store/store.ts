@@ -37,7 +37,7 @@ export interface Store {
   listSnapshots(workspaceId: string, filter: SnapshotListFilter): Promise<SnapshotRecord[]>;
   listAllSnapshots(): Promise<SnapshotRecord[]>;
   deleteSnapshot(id: string): Promise<void>;
-  /** How many snapshots (any workspace) reference each layer digest. */
+  /** How many snapshots (any workspace) and build-cache entries reference each layer digest. */
   layerReferenceCounts(): Promise<Map<string, number>>;
 
   insertSandbox(s: SandboxRecord): Promise<void>;
@@ -48,6 +48,10 @@ export interface Store {
   listAllSandboxes(): Promise<SandboxRecord[]>;
   countSandboxesUsingSnapshot(snapshotId: string): Promise<number>;
   deleteSandbox(id: string): Promise<void>;
+
+  /** A cached Dockerfile step: undefined when unknown; `layer` null for config-only steps. */
+  getBuildCache(key: string): Promise<{ layer: string | null } | undefined>;
+  putBuildCache(key: string, layer: string | null, at: string): Promise<void>;
 
   insertRegistry(r: RegistryRecord): Promise<void>;
   updateRegistry(id: string, patch: Partial<RegistryRecord>): Promise<void>;

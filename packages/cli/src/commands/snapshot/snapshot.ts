@@ -1,10 +1,14 @@
 import { client, CliError, flag, need, printJson, printTable, type Args } from "../../context.js";
+import { snapshotBuild } from "./build.js";
 
-/** `sandbar snapshot create|ls|get|rm` */
+/** `sandbar snapshot create|build|ls|get|rm` */
 export async function snapshot(args: Args): Promise<void> {
   const c = client(args);
-  const verb = need(args, 0, "snapshot verb (create, ls, get, rm)");
+  const verb = need(args, 0, "snapshot verb (create, build, ls, get, rm)");
   switch (verb) {
+    case "build":
+      await snapshotBuild(args);
+      return;
     case "create": {
       const name = need(args, 1, "snapshot name");
       const image = flag(args, "image");
