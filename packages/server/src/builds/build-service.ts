@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import type { SnapshotView } from "@sandbar/shared";
 import type { Store } from "../store/store.js";
 import type { ImageRunConfig, SnapshotRecord } from "../store/records.js";
-import type { SnapshotService } from "../snapshots/snapshot-service.js";
+import { newBuildingSnapshot, type SnapshotService } from "../snapshots/snapshot-service.js";
 import type { SandboxService } from "../sandboxes/sandbox-service.js";
 import type { LayerStore } from "../images/layer-store.js";
 import type { ImagePuller } from "../images/image-puller.js";
@@ -77,27 +77,7 @@ export class BuildService {
       if (e instanceof DockerfileError) throw new SandbarError("VALIDATION_ERROR", `dockerfile: ${e.message}`, [{ loc: ["body", "dockerfile"], msg: e.message, type: "value_error" }]);
       throw e;
     }
-    const now = nowIso();
-    const rec: SnapshotRecord = {
-      id: newId(),
-      workspace_id: workspaceId,
-      name: req.name,
-      status: "building",
-      status_message: "build queued",
-      docker_image: null,
-      image_digest: null,
-      source_sandbox_id: null,
-      fs_capacity_bytes: req.fsCapacityBytes ?? 1024 ** 3,
-      fs_used_bytes: null,
-      registry_id: null,
-      parent_snapshot_id: null,
-      layers: [],
-      image_config: { env: [], workingDir: "/", user: "", entrypoint: [], cmd: [] },
-      memory_snapshot_size_bytes: null,
-      agent_token: null,
-      created_at: now,
-      updated_at: now,
-    };
+    const rec = newBuildingSnapshot(workspaceId, req.name, req.fsCapacityBytes ?? 1024 ** 3, { status_message: "build queued" });
     const buildLog = new BuildLog(this.logFile(rec.id));
     this.logs.set(rec.id, buildLog);
     try {

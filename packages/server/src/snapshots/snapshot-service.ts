@@ -52,27 +52,7 @@ export class SnapshotService {
   async create(workspaceId: string, req: CreateSnapshotRequest): Promise<SnapshotRecord> {
     // Credentials stay in memory for the pull only; a registered registry's id is recorded.
     const { credentials, registryId } = this.registries ? await this.registries.credentialsFor(workspaceId, req.docker_image, req) : { credentials: undefined, registryId: null };
-    const now = nowIso();
-    const rec: SnapshotRecord = {
-      id: newId(),
-      workspace_id: workspaceId,
-      name: req.name,
-      status: "building",
-      status_message: "queued",
-      docker_image: req.docker_image,
-      image_digest: null,
-      source_sandbox_id: null,
-      fs_capacity_bytes: req.fs_capacity_bytes ?? this.defaultFsCapacity,
-      fs_used_bytes: null,
-      registry_id: registryId,
-      parent_snapshot_id: null,
-      layers: [],
-      image_config: { env: [], workingDir: "/", user: "", entrypoint: [], cmd: [] },
-      memory_snapshot_size_bytes: null,
-      agent_token: null,
-      created_at: now,
-      updated_at: now,
-    };
+    const rec = newBuildingSnapshot(workspaceId, req.name, req.fs_capacity_bytes ?? this.defaultFsCapacity, { docker_image: req.docker_image, registry_id: registryId });
     await this.insert(rec);
     const build = this.build(rec, credentials).finally(() => {
       this.builds.delete(rec.id);
@@ -272,6 +252,32 @@ export class SnapshotService {
     }
     await this.collectLayers();
   }
+}
+
+/** A new `building` snapshot with nothing in it yet. */
+export function newBuildingSnapshot(workspaceId: string, name: string, fsCapacityBytes: number, extra: Partial<SnapshotRecord> = {}): SnapshotRecord {
+  const now = nowIso();
+  return {
+    id: newId(),
+    workspace_id: workspaceId,
+    name,
+    status: "building",
+    status_message: "queued",
+    docker_image: null,
+    image_digest: null,
+    source_sandbox_id: null,
+    fs_capacity_bytes: fsCapacityBytes,
+    fs_used_bytes: null,
+    registry_id: null,
+    parent_snapshot_id: null,
+    layers: [],
+    image_config: { env: [], workingDir: "/", user: "", entrypoint: [], cmd: [] },
+    memory_snapshot_size_bytes: null,
+    agent_token: null,
+    created_at: now,
+    updated_at: now,
+    ...extra,
+  };
 }
 
 /** Bytes of the regular files under `dir`. */
