@@ -139,6 +139,31 @@ describe("Dockerfile builds", () => {
     expect(await out(sb, "cat /out/artifact.txt && test -e /usr/bin/python3 && echo has-python")).toBe("artifact from stage one\nhas-python");
   });
 
+  it("a RUN's output reaches a following client while the step still runs", async () => {
+    const form = new FormData();
+    form.set("name", "streams");
+    form.set("dockerfile", "FROM python\nRUN echo first-marker && sleep 3 && echo second-marker\n");
+    const res = await fetch(`${w.t.api}/snapshots/build`, { method: "POST", headers: { "x-api-key": w.t.apiKey }, body: form });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string };
+    const log = await fetch(`${w.t.api}/snapshots/${id}/build-log?follow=true`, { headers: { "x-api-key": w.t.apiKey } });
+    const reader = (log.body as ReadableStream<Uint8Array>).getReader();
+    let text = "";
+    let firstAt = 0;
+    let secondAt = 0;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString();
+      // Whole output lines (the step's own "Step 2/2 : RUN ..." line names both markers too).
+      if (!firstAt && /^first-marker$/m.test(text)) firstAt = Date.now();
+      if (!secondAt && /^second-marker$/m.test(text)) secondAt = Date.now();
+    }
+    expect(firstAt).toBeGreaterThan(0);
+    expect(secondAt - firstAt).toBeGreaterThan(2000);
+    expect((await waitSnapshot(w.t, id)).status).toBe("ready");
+  });
+
   it("a failing RUN fails the build with its output in the log", async () => {
     const failed = await build("fails", "FROM python\nRUN echo about to fail && exit 3\n");
     expect(failed.status).toBe("failed");
@@ -167,7 +192,7 @@ describe("Dockerfile builds", () => {
     expect(snap.status).toBe("ready");
     expect(lines.some((l) => l.startsWith("Step 3/3 : RUN cat /app.txt"))).toBe(true);
     const sb = await sdk.createSandbox(snap.id);
-    expect((await sb.run("cat /copied")).stdout).toBe("app v2\n");
+    expect((await sb.run("cat /copied")).stdout).toBe(await readFile(join(ctx, "app.txt"), "utf8"));
     await sb.delete();
     const err = await sdk.createSnapshotFromDockerfile("from-sdk-fails", "FROM python\nRUN echo sdk-failure-output && false\n").catch((e: unknown) => e as Error);
     expect(err).toBeInstanceOf(Error);

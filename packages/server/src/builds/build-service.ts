@@ -20,6 +20,8 @@ import { newId, nowIso, randomHex } from "../util/ids.js";
 import { run } from "../util/proc.js";
 import { mountPoints, umount } from "../util/mounts.js";
 import { BuildLog } from "./build-log.js";
+import { readAll, type AgentClient } from "../agent/agent-client.js";
+import { FrameDecoder, type Frame } from "../agent/stream-frames.js";
 import { DockerfileError, parseDockerfile, stepCacheKey, type BuildPlan, type Step } from "./dockerfile.js";
 
 /** What a Dockerfile build asks for. */
@@ -322,18 +324,20 @@ export class BuildService {
       const [sh, ...shArgs] = step.shell.length ? step.shell : shell;
       // The image's environment, then what ENV and ARG set in this Dockerfile.
       const env = { ...envObject(config.env), ...step.env };
-      const r = await agent.exec({
-        command: shArgs.length > 1 ? `${shArgs.slice(1).join(" ")} ${command}` : command,
-        shell: sh ?? "/bin/sh",
-        env,
-        cwd: step.workdir || config.workingDir || "/",
-        timeout_seconds: 3600,
-        user: step.user ?? "root",
-      });
-      if (r.stdout) out.write(r.stdout.replace(/\n$/, ""));
-      if (r.stderr) out.write(r.stderr.replace(/\n$/, ""));
-      if (r.timed_out) throw new Error(`line ${step.line}: RUN timed out`);
-      if (r.exit_code !== 0) throw new Error(`line ${step.line}: RUN exited ${r.exit_code}: ${step.text}`);
+      const r = await runStreaming(
+        agent,
+        {
+          command: shArgs.length > 1 ? `${shArgs.slice(1).join(" ")} ${command}` : command,
+          shell: sh ?? "/bin/sh",
+          env,
+          cwd: step.workdir || config.workingDir || "/",
+          timeout_seconds: RUN_TIMEOUT_SECONDS,
+          user: step.user ?? "root",
+        },
+        (line) => out.write(line),
+      );
+      if (r.reason === "timeout") throw new Error(`line ${step.line}: RUN ran past ${RUN_TIMEOUT_SECONDS}s and was killed`);
+      if (r.exitCode !== 0) throw new Error(`line ${step.line}: RUN exited ${r.exitCode}: ${step.text}`);
       const fresh = await this.store.getSandboxById(sb.id);
       if (!fresh) throw new Error("the builder sandbox vanished");
       await this.sandboxes.exportWritableLayer(fresh, tar);
@@ -380,6 +384,41 @@ export class BuildService {
     for (const m of [...mounted].filter((p) => p.startsWith(`${dir}/`) || p === dir)) await umount(m).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** How long one RUN may take. */
+const RUN_TIMEOUT_SECONDS = 3600;
+
+/**
+ * Run a command as an agent session and hand each line of its output to `onLine` as it comes
+ * (the build log streams while a long RUN works), then its exit.
+ */
+async function runStreaming(
+  agent: AgentClient,
+  body: { command: string; shell: string; env: Record<string, string>; cwd: string; timeout_seconds: number; user: string },
+  onLine: (line: string) => void,
+): Promise<{ exitCode: number; reason?: string }> {
+  const id = `build-${randomHex(8)}`;
+  await agent.json("POST", "/sessions", { ...body, command_id: id, idle_timeout_seconds: -1, ttl_seconds: 60 });
+  await agent.request({ method: "POST", path: `/sessions/${id}/close-stdin`, body: "" }).then((r) => r.resume()).catch(() => undefined);
+  const res = await agent.request({ method: "GET", path: `/sessions/${id}/stream?stdout_offset=0&stderr_offset=0` });
+  if ((res.statusCode ?? 500) !== 200) throw new Error(`the builder's command stream answered ${res.statusCode ?? 0}: ${await readAll(res)}`);
+  const partial = { stdout: "", stderr: "" };
+  let result: { exitCode: number; reason?: string } | undefined;
+  for await (const f of res.pipe(new FrameDecoder()) as AsyncIterable<Frame>) {
+    if (f.type === "stdout" || f.type === "stderr") {
+      const lines = (partial[f.type] + f.data.toString("utf8")).split("\n");
+      partial[f.type] = lines.pop() ?? "";
+      for (const l of lines) onLine(l);
+    } else if (f.type === "exit") {
+      result = { exitCode: f.exitCode, reason: f.info.reason };
+    } else if (f.type === "error") {
+      throw new Error(`the builder's command failed: ${f.info.message ?? f.info.error ?? "unknown error"}`);
+    }
+  }
+  for (const rest of [partial.stdout, partial.stderr]) if (rest) onLine(rest);
+  if (!result) throw new Error("the builder's command stream ended without an exit");
+  return result;
 }
 
 function envObject(env: string[]): Record<string, string> {
