@@ -9,3 +9,5 @@ echo
 npx tsx bench/network-bench.ts
 echo
 npx tsx bench/memory-bench.ts
+echo
+npx tsx bench/build-bench.ts
