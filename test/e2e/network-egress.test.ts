@@ -63,13 +63,17 @@ describe("egress policy per sandbox", () => {
   let restartedDir: string | undefined;
   afterAll(async () => {
     hostService?.close();
-    if (restartedDir) {
-      // World.stop would stop the first server; the restarted one holds the sandboxes now.
-      await w.t.stop();
-      await w.registry.stop();
-    } else await w?.stop();
-    await up?.stop();
-    if (restartedDir) await rm(restartedDir, { recursive: true, force: true });
+    try {
+      if (restartedDir) {
+        // World.stop would stop the first server; the restarted one holds the sandboxes now.
+        await w.t.stop();
+        await w.registry.stop();
+      } else await w?.stop();
+    } finally {
+      // The upstream namespace, its server and the policy route go whatever happened above.
+      await up?.stop();
+      if (restartedDir) await rm(restartedDir, { recursive: true, force: true });
+    }
   });
 
   it("the upstream answers the host directly (control)", async () => {

@@ -85,6 +85,8 @@ export async function startUpstream(sandboxSubnet = "10.213.0.0/16"): Promise<Up
     ip(["netns", "add", ns]);
     cleanup.push(() => ip(["netns", "del", ns]));
     ip(["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+    // Deleting the namespace frees the pair only lazily: delete it now.
+    cleanup.push(() => ip(["link", "del", hostIf]));
     ip(["addr", "add", `${hostIp}/24`, "dev", hostIf]);
     ip(["link", "set", hostIf, "up"]);
     for (const a of [ipA, ipB]) ip(["-n", ns, "addr", "add", `${a}/24`, "dev", "eth0"]);
