@@ -52,7 +52,7 @@ import { testImage } from "../test/support/images.js";
 import { appendLayerFromDir } from "../test/support/oci-build.js";
 import { blobPath, readManifest } from "../test/support/oci-layout.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
-import { freePort, startServerProcess, type ServerProcess } from "../test/support/server-process.js";
+import { Cleanup, cleanUpOnSignals, startBenchServer, type ApiClient, type SnapshotJson } from "./harness.js";
 import { fmt, report, runMain, summarize, type Row } from "./stats.js";
 
 const run = promisify(execFile);
@@ -95,69 +95,6 @@ print(greet(settings["name"]), sys.prefix, os.getuid())
  * Undo steps, run last-in first-out at the end (or at Ctrl-C). A step that fails is reported
  * and the rest still run.
  */
-class Cleanup {
-  private steps: { what: string; fn: () => Promise<unknown> }[] = [];
-  private running: Promise<void> | undefined;
-
-  add(what: string, fn: () => Promise<unknown>): void {
-    this.steps.push({ what, fn });
-    if (this.running) {
-      // Interrupted: whatever was made meanwhile is still taken down, and the run stops here.
-      void this.running.then(() => this.run());
-      throw new Error("interrupted");
-    }
-  }
-
-  run(): Promise<void> {
-    const all = async (): Promise<void> => {
-      for (let step = this.steps.pop(); step; step = this.steps.pop()) {
-        try {
-          await step.fn();
-        } catch (e) {
-          console.error(`[build-bench] cleanup of ${step.what} failed: ${(e as Error).message}`);
-        }
-      }
-    };
-    this.running = (this.running ?? Promise.resolve()).then(all);
-    return this.running;
-  }
-}
-
-interface Snap {
-  id: string;
-  status: string;
-  status_message: string | null;
-  fs_used_bytes: number | null;
-}
-
-/** The control plane over raw HTTP with the key. */
-function client(url: string, apiKey: string) {
-  const call = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const res = await fetch(`${url}/v2/sandboxes${path}`, {
-      method,
-      headers: { "x-api-key": apiKey, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text.slice(0, 1000)}`);
-    return (text ? JSON.parse(text) : undefined) as T;
-  };
-  return {
-    call,
-    /** Polls every 20 ms until the snapshot leaves `building`; throws unless it is ready. */
-    async waitSnapshot(id: string, timeoutMs = 900_000): Promise<Snap> {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const s = await call<Snap>("GET", `/snapshots/${id}`);
-        if (s.status === "ready") return s;
-        if (s.status !== "building") throw new Error(`snapshot ${id} ${s.status}: ${s.status_message ?? ""}`);
-        if (Date.now() > deadline) throw new Error(`snapshot ${id} still building`);
-        await sleep(20);
-      }
-    },
-  };
-}
-type Client = ReturnType<typeof client>;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -231,7 +168,7 @@ interface PullResult {
   raw: number[];
 }
 
-async function measurePull(api: Client, dataDir: string, scratch: string, registryHost: string, layout: string, reps: number): Promise<PullResult> {
+async function measurePull(api: ApiClient, dataDir: string, scratch: string, registryHost: string, layout: string, reps: number): Promise<PullResult> {
   const ids = await diffIds(layout, TAG);
   const image = `${registryHost}/multi:${TAG}`;
   const inStore = async (): Promise<number> => {
@@ -245,7 +182,7 @@ async function measurePull(api: Client, dataDir: string, scratch: string, regist
     if (left !== 0) throw new Error(`${left} of the image's layers are still in the layer store: the pull would not be cold`);
     await settle();
     const t0 = performance.now();
-    const created = await api.call<Snap>("POST", "/snapshots", { name: `pull-${rep}`, docker_image: image });
+    const created = await api.call<SnapshotJson>("POST", "/snapshots", { name: `pull-${rep}`, docker_image: image });
     const snap = created.status === "ready" ? created : await api.waitSnapshot(created.id);
     const ms = performance.now() - t0;
     const got = await inStore();
@@ -288,7 +225,7 @@ interface BuildRun {
   lines: { at: number; line: string }[];
 }
 
-async function measureBuild(sdk: SandboxClient, api: Client, scratch: string, reps: number): Promise<{ cold: number[]; cached: number[] }> {
+async function measureBuild(sdk: SandboxClient, api: ApiClient, scratch: string, reps: number): Promise<{ cold: number[]; cached: number[] }> {
   const context = join(scratch, "context");
   await writeTree(context, CONTEXT);
   const build = async (name: string, nonce: string): Promise<BuildRun> => {
@@ -351,17 +288,8 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { reps: { type: "string", default: "3" }, out: { type: "string", default: "bench/results/build.json" } } });
   const reps = Number(values.reps);
   if (!Number.isInteger(reps) || reps < 1) throw new Error("--reps takes a positive integer");
-  const cleanup = new Cleanup();
-  let interrupted = false;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`[build-bench] ${sig}: cleaning up`);
-    void cleanup.run().finally(() => process.exit(130));
-  };
-  // .on, not .once: Ctrl-C reaches us twice (from the terminal and relayed by tsx).
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  const cleanup = new Cleanup("build-bench");
+  const detach = cleanUpOnSignals("build-bench", cleanup);
   const rows: Row[] = [];
   try {
     const registry = await startRegistry();
@@ -376,39 +304,9 @@ async function main(): Promise<void> {
     let compressed = 0;
     for (const d of manifest.layerDigests) compressed += await dirBytes(blobPath(multi, d));
 
-    const dataDir = await mkdtemp(join(tmpdir(), "sandbar-bench-"));
-    cleanup.add(`data dir ${dataDir}`, async () => {
-      const mounts = await readFile("/proc/self/mounts", "utf8");
-      if (mounts.split("\n").some((l) => l.split(" ")[1]?.startsWith(`${dataDir}/`))) throw new Error(`${dataDir} still has mounts; left in place`);
-      await rm(dataDir, { recursive: true, force: true });
-    });
-    const apiKey = `sb_bench_${randomBytes(8).toString("hex")}`;
-    let server: ServerProcess = await startServerProcess(dataDir, apiKey, await freePort());
-    let api = client(server.url, apiKey);
-    const alive = (): boolean => server.child.exitCode === null && server.child.signalCode === null;
-    cleanup.add("server, its sandboxes and snapshots", async () => {
-      const clear = async (): Promise<void> => {
-        const boxes = await api.call<{ sandboxes: { id: string }[] }>("GET", "/boxes?limit=500");
-        for (const b of boxes.sandboxes) await api.call("DELETE", `/boxes/${b.id}`);
-        // A snapshot still building is deleted once its build ends (the server waits for it).
-        const snaps = await api.call<{ snapshots: { id: string }[] }>("GET", "/snapshots?limit=500");
-        for (const s of snaps.snapshots) await api.call("DELETE", `/snapshots/${s.id}`);
-      };
-      try {
-        if (!alive()) throw new Error("the server is down");
-        await clear();
-      } catch {
-        // A server that went down (Ctrl-C reaches it too) is started again on its data dir,
-        // which removes builder sandboxes of interrupted builds and lets the API delete the rest.
-        await server.kill("SIGTERM");
-        server = await startServerProcess(dataDir, apiKey, await freePort());
-        api = client(server.url, apiKey);
-        await clear();
-      } finally {
-        await server.kill("SIGTERM");
-      }
-    });
-    const sdk = new SandboxClient({ endpoint: server.url, apiKey });
+    const bench = await startBenchServer(cleanup);
+    const { dataDir, apiKey, api } = bench;
+    const sdk = new SandboxClient({ endpoint: bench.server.url, apiKey });
 
     const pull = await measurePull(api, dataDir, scratch, registry.host, multi, reps);
     rows.push({
@@ -421,7 +319,7 @@ async function main(): Promise<void> {
 
     // Only now the python snapshot: its layer is python-extra's first, which the pulls above
     // had to find absent.
-    const base = await api.call<Snap>("POST", "/snapshots", { name: "python", docker_image: `${registry.host}/python:latest`, fs_capacity_bytes: 1024 ** 3 });
+    const base = await api.call<SnapshotJson>("POST", "/snapshots", { name: "python", docker_image: `${registry.host}/python:latest`, fs_capacity_bytes: 1024 ** 3 });
     if (base.status !== "ready") await api.waitSnapshot(base.id);
     const b = await measureBuild(sdk, api, scratch, reps);
     rows.push({
@@ -433,8 +331,7 @@ async function main(): Promise<void> {
     });
   } finally {
     await cleanup.run();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    detach();
   }
   await report(values.out, rows);
 }

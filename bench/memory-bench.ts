@@ -35,14 +35,15 @@
  * sandboxes).
  */
 import { execFile, spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
-import { freePort, startServerProcess, type ServerProcess } from "../test/support/server-process.js";
+import type { ServerProcess } from "../test/support/server-process.js";
+import { Cleanup, cleanUpOnSignals, startBenchServer, type ApiClient, type SnapshotJson } from "./harness.js";
 import { fmt, report, runMain, summarize, type Row } from "./stats.js";
 
 const run = promisify(execFile);
@@ -70,50 +71,6 @@ interface Box {
   id: string;
   name: string;
   dataplane_url: string;
-}
-interface Snap {
-  id: string;
-  status: string;
-  status_message: string | null;
-  memory_snapshot_size_bytes: number | null;
-}
-
-/**
- * Undo steps, run last-in first-out at the end, or one early through the function add()
- * returns. A step that fails stays for the final run, so each step must be idempotent.
- */
-class Cleanup {
-  private steps: { what: string; fn: () => Promise<unknown> }[] = [];
-  private running: Promise<void> | undefined;
-
-  add(what: string, fn: () => Promise<unknown>): () => Promise<void> {
-    const step = { what, fn };
-    this.steps.push(step);
-    if (this.running) {
-      // Interrupted: whatever made this is still taken down, and the run stops here.
-      void this.running.then(() => this.run());
-      throw new Error("interrupted");
-    }
-    return async () => {
-      if (!this.steps.includes(step)) return;
-      await fn();
-      this.steps = this.steps.filter((s) => s !== step);
-    };
-  }
-
-  run(): Promise<void> {
-    const all = async (): Promise<void> => {
-      for (let step = this.steps.pop(); step; step = this.steps.pop()) {
-        try {
-          await step.fn();
-        } catch (e) {
-          console.error(`[memory-bench] cleanup of ${step.what} failed: ${(e as Error).message}`);
-        }
-      }
-    };
-    this.running = (this.running ?? Promise.resolve()).then(all);
-    return this.running;
-  }
 }
 
 async function runsc(...args: string[]): Promise<string> {
@@ -164,38 +121,6 @@ async function runscDetached(args: string[], logFile: string): Promise<void> {
 }
 
 /** The control plane and data plane over raw HTTP with the key. */
-function client(url: string, apiKey: string) {
-  const call = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const res = await fetch(path.startsWith("http") ? path : `${url}/v2/sandboxes${path}`, {
-      method,
-      headers: { "x-api-key": apiKey, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text.slice(0, 1000)}`);
-    return (text ? JSON.parse(text) : undefined) as T;
-  };
-  return {
-    call,
-    /** Blocking execute; its stdout, or an error on a non-zero exit. */
-    async exec(sb: Box, command: string): Promise<string> {
-      const r = await call<{ stdout: string; stderr: string; exit_code: number }>("POST", `${sb.dataplane_url}/execute`, { command, timeout: 120 });
-      if (r.exit_code !== 0) throw new Error(`'${command.slice(0, 80)}' exited ${r.exit_code}: ${r.stderr}${r.stdout}`);
-      return r.stdout;
-    },
-    async waitSnapshot(id: string, timeoutMs = 900_000): Promise<Snap> {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const s = await call<Snap>("GET", `/snapshots/${id}`);
-        if (s.status === "ready") return s;
-        if (s.status !== "building") throw new Error(`snapshot ${id} ${s.status}: ${s.status_message ?? ""}`);
-        if (Date.now() > deadline) throw new Error(`snapshot ${id} still building`);
-        await sleep(20);
-      }
-    },
-  };
-}
-type Client = ReturnType<typeof client>;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -217,7 +142,7 @@ function logged(output: string, msg: string, sandboxId: string, field: string): 
 const PAUSED = "sandbox paused for a capture";
 
 /** Longest ticker gap (ms) overlapping [t0, t1] (host wall clock, ms); the sandbox reads the host's clock. */
-async function longestGap(api: Client, sb: Box, t0: number, t1: number): Promise<number> {
+async function longestGap(api: ApiClient, sb: Box, t0: number, t1: number): Promise<number> {
   const text = await api.exec(sb, "cat /tmp/gaps 2>/dev/null || true");
   let longest = 0;
   for (const line of text.split("\n")) {
@@ -250,7 +175,7 @@ async function dirBytes(dir: string): Promise<number> {
 const label = (mib: number): string => (mib % 1024 === 0 ? `${mib / 1024} GiB` : `${mib} MiB`);
 
 interface Ctx {
-  api: Client;
+  api: ApiClient;
   server: () => ServerProcess;
   dataDir: string;
   /** Container ids are `sandbar-${tag}-${sandbox id}`, tag = first 8 hex of sha256(dataDir). */
@@ -307,7 +232,7 @@ async function measureSize(ctx: Ctx, mib: number, reps: number): Promise<SizeRes
     const imageDir = join(ctx.scratch, `raw-image-${mib}-${rep}`);
     await mkdir(imageDir);
     const dropImage = cleanup.add(`raw image ${imageDir}`, () => rm(imageDir, { recursive: true, force: true }));
-    let snap: Snap | undefined;
+    let snap: SnapshotJson | undefined;
     let dropSnap: () => Promise<void> = async () => undefined;
     const detail: string[] = [`${label(mib)} rep ${rep + 1}/${reps}: in use ${fmt(usage / MIB)} MiB, hog ${hogRss}`];
 
@@ -316,7 +241,7 @@ async function measureSize(ctx: Ctx, mib: number, reps: number): Promise<SizeRes
       await api.exec(sb, ": > /tmp/gaps");
       const before = logged(ctx.server().output(), PAUSED, sb.id, "pausedMs").length;
       const t0 = Date.now();
-      const created = await api.call<Snap>("POST", `/boxes/${sb.id}/snapshot`, { name: `mem-${mib}-${rep}`, include_memory: true });
+      const created = await api.call<SnapshotJson>("POST", `/boxes/${sb.id}/snapshot`, { name: `mem-${mib}-${rep}`, include_memory: true });
       dropSnap = cleanup.add(`snapshot ${created.id}`, () => ctx.viaServer(() => api.call("DELETE", `/snapshots/${created.id}`)));
       snap = await api.waitSnapshot(created.id);
       const t1 = Date.now();
@@ -424,18 +349,9 @@ async function main(): Promise<void> {
   const sizes = values.sizes.split(",").map(Number);
   const reps = Number(values.reps);
   if (sizes.some((s) => !Number.isInteger(s) || s < 1) || !Number.isInteger(reps) || reps < 1) throw new Error("--sizes takes MiB like 64,256,1024; --reps a positive integer");
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup("memory-bench");
   // An interrupted run still removes what it made.
-  let interrupted = false;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`[memory-bench] ${sig}: cleaning up`);
-    void cleanup.run().finally(() => process.exit(130));
-  };
-  // .on, not .once: Ctrl-C reaches us twice (from the terminal and relayed by tsx).
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  const detach = cleanUpOnSignals("memory-bench", cleanup);
   const rows: Row[] = [];
   try {
     const registry = await startRegistry();
@@ -444,43 +360,14 @@ async function main(): Promise<void> {
     await pushImage(img.layoutDir, img.tag, registry.host, "python:latest");
     const scratch = await mkdtemp(join(tmpdir(), "sandbar-bench-memory-"));
     cleanup.add(`scratch ${scratch}`, () => rm(scratch, { recursive: true, force: true }));
-    const dataDir = await mkdtemp(join(tmpdir(), "sandbar-bench-"));
-    cleanup.add(`data dir ${dataDir}`, async () => {
-      const mounts = await readFile("/proc/self/mounts", "utf8");
-      if (mounts.split("\n").some((l) => l.split(" ")[1]?.startsWith(`${dataDir}/`))) throw new Error(`${dataDir} still has mounts; left in place`);
-      await rm(dataDir, { recursive: true, force: true });
-    });
     // Its own process, as deployed; info level for the "paused for a capture" lines.
-    const apiKey = `sb_bench_${randomBytes(8).toString("hex")}`;
-    let server = await startServerProcess(dataDir, apiKey, await freePort(), { SANDBAR_LOG_LEVEL: "info" });
-    let api = client(server.url, apiKey);
-    const alive = (): boolean => server.child.exitCode === null && server.child.signalCode === null;
-    cleanup.add("server, its sandboxes and snapshots", async () => {
-      const clear = async (): Promise<void> => {
-        const boxes = await api.call<{ sandboxes: { id: string }[] }>("GET", "/boxes?limit=500");
-        for (const b of boxes.sandboxes) await api.call("DELETE", `/boxes/${b.id}`);
-        const snaps = await api.call<{ snapshots: { id: string }[] }>("GET", "/snapshots?limit=500");
-        for (const s of snaps.snapshots) await api.call("DELETE", `/snapshots/${s.id}`);
-      };
-      try {
-        if (!alive()) throw new Error("the server is down");
-        await clear();
-      } catch {
-        // A server that went down (Ctrl-C reaches it too) or is going is started again on its
-        // data dir, which adopts its running sandboxes, so that the API can delete them.
-        await server.kill("SIGTERM");
-        server = await startServerProcess(dataDir, apiKey, await freePort());
-        api = client(server.url, apiKey);
-        await clear();
-      } finally {
-        await server.kill("SIGTERM");
-      }
-    });
-    const created = await api.call<Snap>("POST", "/snapshots", { name: "python", docker_image: `${registry.host}/python:latest` });
+    const bench = await startBenchServer(cleanup, { SANDBAR_LOG_LEVEL: "info" });
+    const { dataDir, api } = bench;
+    const created = await api.call<SnapshotJson>("POST", "/snapshots", { name: "python", docker_image: `${registry.host}/python:latest` });
     const python = (await api.waitSnapshot(created.id)).id;
-    const ctx: Ctx = { api, server: () => server, viaServer: async (fn) => {
+    const ctx: Ctx = { api, server: () => bench.server, viaServer: async (fn) => {
         // A server going down takes no requests; the server's own step clears everything.
-        if (alive()) await fn().catch((e: unknown) => {
+        if (bench.alive()) await fn().catch((e: unknown) => {
           if ((e as Error).message !== "fetch failed") throw e;
         });
       }, dataDir, tag: createHash("sha256").update(dataDir).digest("hex").slice(0, 8), scratch, python, cleanup, seq: { n: 0 } };
@@ -495,8 +382,7 @@ async function main(): Promise<void> {
     each((mib, r) => ({ case: `memory image size, ${label(mib)}`, unit: "MiB", ours: summarize(r.image), baseline: summarize(r.usage), baselineName: "sandbox memory in use before the capture (runsc events)" }));
   } finally {
     await cleanup.run();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    detach();
   }
   await report(values.out, rows);
 }
