@@ -13,8 +13,13 @@ interface SnapshotJson {
   memory_snapshot_size_bytes: number | null;
 }
 
-/** A counter in memory and in /tmp (a tmpfs inside the sandbox: memory too). */
-const COUNTER = "nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &";
+/**
+ * A counter in memory and in /tmp (a tmpfs inside the sandbox: memory too). Each value is
+ * written aside and renamed into place, so a reader never sees the file truncated but not yet
+ * rewritten (which read as 0 on a loaded CI machine).
+ */
+const COUNTER =
+  "nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &";
 
 describe("memory snapshots: checkpoint, resume, branch", () => {
   let w: World;
