@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testImage } from "../support/images.js";
 import { pushImage, startRegistry, type TestRegistry } from "../support/registry.js";
-import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
+import { controlPlane, freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 import { hostResources } from "../support/host-resources.js";
 
 describe("sandboxes do not depend on the server process", () => {
@@ -14,16 +14,9 @@ describe("sandboxes do not depend on the server process", () => {
   let server: ServerProcess | undefined;
   let port: number;
   const apiKey = `sb_${randomBytes(12).toString("hex")}`;
-  const call = (method: string, path: string, body?: unknown): Promise<Response> =>
-    fetch(`http://127.0.0.1:${port}/v2/sandboxes${path}`, {
-      method,
-      headers: { "x-api-key": apiKey, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  const exec = async (dp: string, command: string): Promise<{ stdout: string; exit_code: number }> => {
-    const r = await fetch(`${dp}/execute`, { method: "POST", headers: { "x-api-key": apiKey, "content-type": "application/json" }, body: JSON.stringify({ command }) });
-    return (await r.json()) as { stdout: string; exit_code: number };
-  };
+  const plane = controlPlane(() => port, apiKey);
+  const call = plane.call;
+  const exec = plane.exec;
 
   beforeAll(async () => {
     registry = await startRegistry();

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testImage } from "../support/images.js";
 import { pushImage, startRegistry, type TestRegistry } from "../support/registry.js";
-import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
+import { controlPlane, freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 import { hostResources, hostVeths, stillPresent } from "../support/host-resources.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -22,12 +22,8 @@ describe("kill -9 at each lifecycle step", () => {
   let port: number;
   let snapshotId = "";
   const apiKey = `sb_${randomBytes(12).toString("hex")}`;
-  const call = async (method: string, path: string, body?: unknown): Promise<Response> =>
-    fetch(`http://127.0.0.1:${port}/v2/sandboxes${path}`, {
-      method,
-      headers: { "x-api-key": apiKey, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+  const plane = controlPlane(() => port, apiKey);
+  const call = plane.call;
   const json = async <T>(method: string, path: string, body?: unknown): Promise<T> => (await (await call(method, path, body)).json()) as T;
   /** Fire a request, kill the server `afterMs` later, restart it. */
   const crashDuring = async (method: string, path: string, body: unknown, afterMs: number): Promise<void> => {

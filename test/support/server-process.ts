@@ -65,3 +65,26 @@ export async function startServerProcess(dataDir: string, apiKey: string, port: 
       }),
   };
 }
+
+/**
+ * Requests against a server on 127.0.0.1 with `apiKey`: `call` on the control plane
+ * (`/v2/sandboxes` + path, JSON body), `exec` a blocking command on a sandbox's data plane.
+ * `port` is read at each call, so a test can pick it in beforeAll.
+ */
+export function controlPlane(port: () => number, apiKey: string): {
+  call(method: string, path: string, body?: unknown): Promise<Response>;
+  exec(dataplaneUrl: string, command: string): Promise<{ stdout: string; exit_code: number }>;
+} {
+  return {
+    call: (method, path, body) =>
+      fetch(`http://127.0.0.1:${port()}/v2/sandboxes${path}`, {
+        method,
+        headers: { "x-api-key": apiKey, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      }),
+    exec: async (dataplaneUrl, command) => {
+      const r = await fetch(`${dataplaneUrl}/execute`, { method: "POST", headers: { "x-api-key": apiKey, "content-type": "application/json" }, body: JSON.stringify({ command }) });
+      return (await r.json()) as { stdout: string; exit_code: number };
+    },
+  };
+}

@@ -44,6 +44,8 @@ function registryView(name: string, url: string, username: string | null, hasPas
   return { id: `rg-${name}`, name, url, auth_type: "DOCKER_CONFIG", provider: "DOCKER_REGISTRY", username, has_password: hasPassword, created_at: "2030-01-01T00:00:00.000Z", updated_at: "2030-01-01T00:00:00.000Z" };
 }
 
+const POOL = { id: "p-1", snapshot_id: "sn-files", size: 2, vcpus: 1, mem_bytes: 536870912, fs_capacity_bytes: 1073741824, ready: 2, booting: 0, source: "api" };
+
 /** Names of the entries of an uncompressed ustar archive (no PAX). */
 function tarNames(tar: Uint8Array): string[] {
   const names: string[] = [];
@@ -137,6 +139,10 @@ beforeAll(async () => {
         return send(200, { items: views, registries: views, offset: 2, next_cursor: null });
       }
       if (req.method === "DELETE" && req.url === "/v2/sandboxes/registries/corp") return void res.writeHead(204).end();
+      if (req.method === "POST" && req.url === "/v2/sandboxes/pools") return send(201, { ...POOL, ...(JSON.parse(raw) as object) });
+      if (req.method === "GET" && req.url === "/v2/sandboxes/pools") return send(200, { pools: [POOL] });
+      if (req.method === "PATCH" && req.url === "/v2/sandboxes/pools/p-1") return send(200, { ...POOL, ...(JSON.parse(raw) as object) });
+      if (req.method === "DELETE" && req.url === "/v2/sandboxes/pools/p-1") return void res.writeHead(204).end();
       if (req.method === "POST" && req.url === "/v2/sandboxes/snapshots") return send(201, { ...snapshotView(false), id: "sn-reg", registry_id: "rg-1" });
       if (req.method === "GET" && req.url === "/v2/sandboxes/snapshots/sn-reg") return send(200, { ...snapshotView(false), id: "sn-reg", registry_id: "rg-1" });
       if (req.method === "POST" && req.url === "/v2/sandboxes/boxes/box/service-url") {
@@ -236,6 +242,28 @@ describe.concurrent("memory snapshots: sandbox create --no-restore-memory/--pres
     const r = await run(["sandbox", "snapshot", "box", "--memory"]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe("error: missing snapshot name: sandbar sandbox snapshot SANDBOX SNAPSHOT_NAME [--memory]\n");
+  }, 30_000);
+});
+
+describe.concurrent("pool create|ls|resize|rm", () => {
+  it("sends the snapshot, size and sizes; lists, resizes and deletes by id", async () => {
+    const created = await run(["pool", "create", "warm", "3", "--mem-bytes", "1073741824", "--vcpus", "2"]);
+    expect(created.stderr).toBe("");
+    expect(created.code).toBe(0);
+    expect(requests.find((x) => x.method === "POST" && x.url === "/v2/sandboxes/pools")?.body).toEqual({ snapshot_name: "warm", size: 3, vcpus: 2, mem_bytes: 1073741824 });
+    const ls = await run(["pool", "ls"]);
+    expect(ls.code).toBe(0);
+    expect(ls.stdout).toMatch(/p-1\s+sn-files\s+2\s+2\s+0/);
+    const resized = await run(["pool", "resize", "p-1", "5"]);
+    expect(JSON.parse(resized.stdout)).toMatchObject({ id: "p-1", size: 5 });
+    expect((await run(["pool", "rm", "p-1"])).code).toBe(0);
+    expect(requests.some((x) => x.method === "DELETE" && x.url === "/v2/sandboxes/pools/p-1")).toBe(true);
+  }, 30_000);
+
+  it("refuses a size that is not a number before calling the server", async () => {
+    const r = await run(["pool", "create", "warm", "lots"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("error: SIZE must be a number >= 0 (got lots)\n");
   }, 30_000);
 });
 

@@ -8,6 +8,7 @@ import { snapshot } from "./commands/snapshot/snapshot.js";
 import { sandbox } from "./commands/sandbox/sandbox.js";
 import { image } from "./commands/image/image.js";
 import { registry } from "./commands/registry/registry.js";
+import { pool } from "./commands/pool/pool.js";
 import { tunnel } from "./commands/tunnel.js";
 import { serviceUrl } from "./commands/service-url.js";
 
@@ -23,6 +24,8 @@ const USAGE = `usage: sandbar <command>
                   stdin; .dockerignore honoured; the build log streams to stdout, then the snapshot as JSON)
   registry create NAME URL [--username U --password-stdin] | registry ls | registry rm NAME
                  (private registry credentials; the password is read from stdin, never from argv)
+  pool create SNAPSHOT SIZE [--vcpus N] [--mem-bytes B] [--fs-capacity B] | pool ls | get ID | resize ID SIZE | rm ID
+                 (warm pools: creates of that snapshot and size are served from pre-booted sandboxes)
   sandbox create --snapshot S [--name N] [--egress deny_all|allow_all|allow_list]
                  [--allow-cidr CIDR]... [--allow-domain NAME]... [--no-restore-memory] [--preserve-memory]
   sandbox ls | get N | rm N | stop N | start N
@@ -67,6 +70,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "registry":
       await registry(args);
+      return 0;
+    case "pool":
+      await pool(args);
       return 0;
     case "tunnel":
       return tunnel(args);

@@ -229,6 +229,43 @@ describe("memory snapshots", () => {
   });
 });
 
+describe("pools", () => {
+  const POOL = { id: "p-1", snapshot_id: "s-1", size: 2, vcpus: 1, mem_bytes: 1, fs_capacity_bytes: 1, ready: 2, booting: 0, source: "api", created_at: "t", updated_at: "t" };
+
+  it("create, list, get, resize and delete go to /pools[/{id}] with the wire's fields", async () => {
+    const s = server({
+      "POST /v2/sandboxes/pools": () => json(201, POOL),
+      "GET /v2/sandboxes/pools": () => json(200, { pools: [POOL] }),
+      "GET /v2/sandboxes/pools/p-1": () => json(200, POOL),
+      "PATCH /v2/sandboxes/pools/p-1": () => json(200, { ...POOL, size: 5 }),
+      "DELETE /v2/sandboxes/pools/p-1": () => json(204, null),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch });
+    expect(await c.pools.create({ snapshotName: "py", size: 2, memBytes: 1024 })).toEqual(POOL);
+    expect(await c.pools.list()).toEqual([POOL]);
+    expect((await c.pools.get("p-1")).ready).toBe(2);
+    expect((await c.pools.resize("p-1", 5)).size).toBe(5);
+    await expect(c.pools.delete("p-1")).resolves.toBeUndefined();
+    expect(s.calls.map((x) => [x.method, x.url, x.body])).toEqual([
+      ["POST", "http://h/v2/sandboxes/pools", { snapshot_name: "py", size: 2, mem_bytes: 1024 }],
+      ["GET", "http://h/v2/sandboxes/pools", undefined],
+      ["GET", "http://h/v2/sandboxes/pools/p-1", undefined],
+      ["PATCH", "http://h/v2/sandboxes/pools/p-1", { size: 5 }],
+      ["DELETE", "http://h/v2/sandboxes/pools/p-1", undefined],
+    ]);
+  });
+
+  it("maps POOL_NOT_FOUND and POOL_EXISTS to their classes", async () => {
+    const s = server({
+      "GET /v2/sandboxes/pools/none": () => json(404, errorBody("POOL_NOT_FOUND", "pool 'none' not found")),
+      "POST /v2/sandboxes/pools": () => json(409, errorBody("POOL_EXISTS", "a pool of snapshot 'py' exists already")),
+    });
+    const c = new SandboxClient({ endpoint: "http://h", fetch: s.fetch, maxRetries: 0 });
+    await expect(c.pools.get("none")).rejects.toBeInstanceOf(ResourceNotFoundError);
+    await expect(c.pools.create({ snapshotId: "s", size: 1 })).rejects.toBeInstanceOf(ResourceNameConflictError);
+  });
+});
+
 describe("registries", () => {
   const REGISTRY = { id: "rg-1", name: "ghcr", url: "https://ghcr.io", auth_type: "DOCKER_CONFIG", provider: "DOCKER_REGISTRY", username: "me", has_password: true, created_at: "t", updated_at: "t" };
 

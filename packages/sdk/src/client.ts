@@ -4,6 +4,7 @@ import { ResourceCreationError, ResourceTimeoutError } from "./errors.js";
 import { Sandbox } from "./sandbox.js";
 import { ServiceUrl, type ServiceUrlOptions } from "./service-url.js";
 import { Registries } from "./registries.js";
+import { Pools } from "./pools.js";
 import { buildForm, followBuild } from "./dockerfile-build.js";
 import type { CaptureSnapshotOptions, CreateSandboxOptions, CreateSnapshotOptions, DockerfileBuildOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
 import type { WebSocketConstructor } from "./ws-stream.js";
@@ -42,7 +43,8 @@ export function networkPolicyToWire(p: NetworkPolicyOptions): Partial<NetworkPol
 }
 
 /**
- * Client of a sandbar server: snapshots, sandboxes and private registries (`registries`).
+ * Client of a sandbar server: snapshots, sandboxes, private registries (`registries`) and
+ * warm pools (`pools`).
  *
  * @example
  * ```ts
@@ -66,12 +68,23 @@ export class SandboxClient {
    * ```
    */
   readonly registries: Registries;
+  /**
+   * Warm pools of the workspace: `create`, `list`, `get`, `resize`, `delete`.
+   *
+   * @example
+   * ```ts
+   * await client.pools.create({ snapshotName: "python", size: 4 });
+   * const sb = await client.createSandbox("python"); // ready at once while the pool has one
+   * ```
+   */
+  readonly pools: Pools;
 
   constructor(opts: SandboxClientOptions = {}) {
     const endpoint = (opts.endpoint ?? env("SANDBAR_ENDPOINT") ?? "http://127.0.0.1:8080").replace(/\/$/, "");
     const base = /\/v2\/sandboxes$/.test(endpoint) ? endpoint : `${endpoint}/v2/sandboxes`;
     this.http = { baseUrl: base, apiKey: opts.apiKey ?? env("SANDBAR_API_KEY"), maxRetries: opts.maxRetries ?? 3, fetch: opts.fetch ?? globalThis.fetch.bind(globalThis), webSocket: opts.webSocket };
     this.registries = new Registries(this.http);
+    this.pools = new Pools(this.http);
   }
 
   private url(path: string): string {

@@ -21,6 +21,7 @@ import { ServiceProxy, serviceUrlRoute } from "./dataplane/service-proxy.js";
 import { tunnelRoutes } from "./dataplane/tunnel.js";
 import { registryRoutes, type RegistryService } from "./registries/registry-service.js";
 import { buildRoutes, type BuildService } from "./builds/build-service.js";
+import { poolRoutes, type PoolService } from "./pools/pool-service.js";
 
 export interface AppDeps {
   log: Logger;
@@ -31,6 +32,7 @@ export interface AppDeps {
   tokens: LinkTokens;
   registries: RegistryService;
   builds: BuildService;
+  pools: PoolService;
   /** Scratch space (build contexts land here). */
   tmpRoot: string;
   publicUrl: () => string;
@@ -78,6 +80,7 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
         serviceUrlRoute(scope, d.sandboxes, d.tokens, { publicUrl: d.publicUrl, serviceDomain: d.serviceDomain }, d.agentPort);
         snapshotRoutes(scope, d.snapshots);
         registryRoutes(scope, d.registries);
+        poolRoutes(scope, d.pools);
         buildRoutes(scope, d.builds, d.snapshots, d.tmpRoot, d.maxUploadBytes);
       },
       { prefix },

@@ -1,8 +1,49 @@
 import { resolve } from "node:path";
-import { EGRESS_MODES, type EgressMode } from "@sandbar/shared";
+import { z } from "zod";
+import { EGRESS_MODES, MAX_POOL_SIZE, type EgressMode } from "@sandbar/shared";
 
 /** Which OCI runtime runs sandboxes. */
 export type RuntimeName = "runsc" | "runc";
+
+const poolConfig = z
+  .object({
+    snapshot: z.string().min(1).max(128),
+    size: z.number().int().min(0).max(MAX_POOL_SIZE),
+    workspace: z.string().min(1).max(128).optional(),
+    vcpus: z.number().min(0.1).max(64).optional(),
+    mem_bytes: z.number().int().positive().optional(),
+    fs_capacity_bytes: z.number().int().positive().optional(),
+  })
+  .strict();
+
+/** A warm pool from SANDBAR_POOLS: a snapshot (name or id) of a workspace, a size, resources. */
+export type PoolConfig = z.infer<typeof poolConfig>;
+
+/**
+ * SANDBAR_POOLS: `python:4,busybox:2` (snapshot name or id, size; default workspace and
+ * sizes), or a JSON array of {snapshot, size, workspace?, vcpus?, mem_bytes?, fs_capacity_bytes?}.
+ */
+export function parsePools(value: string | undefined): PoolConfig[] {
+  const v = (value ?? "").trim();
+  if (v === "") return [];
+  let raw: unknown;
+  if (v.startsWith("[")) {
+    try {
+      raw = JSON.parse(v);
+    } catch (e) {
+      throw new Error(`SANDBAR_POOLS is not valid JSON: ${(e as Error).message}`);
+    }
+  } else {
+    raw = v.split(",").map((item) => {
+      const m = /^\s*([^:\s]+)\s*:\s*(\d+)\s*$/.exec(item);
+      if (!m) throw new Error(`SANDBAR_POOLS entry '${item}' is not snapshot:size`);
+      return { snapshot: m[1], size: Number(m[2]) };
+    });
+  }
+  const parsed = z.array(poolConfig).safeParse(raw);
+  if (!parsed.success) throw new Error(`SANDBAR_POOLS: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+  return parsed.data;
+}
 
 /** Everything the composition root needs; built from flags and environment. */
 export interface ServerConfig {
@@ -51,6 +92,8 @@ export interface ServerConfig {
   retentionIntervalMs: number;
   /** How often running sandboxes are checked for unexpected death, in milliseconds. */
   monitorIntervalMs: number;
+  /** Warm pools kept by this server (SANDBAR_POOLS); more can be made through /pools. */
+  pools: PoolConfig[];
 }
 
 const GIB = 1024 * 1024 * 1024;
@@ -102,6 +145,7 @@ export function loadConfig(overrides: Partial<ServerConfig> = {}, env: NodeJS.Pr
     maxUploadBytes: overrides.maxUploadBytes ?? intFrom(env.SANDBAR_MAX_UPLOAD_BYTES, 16 * GIB),
     timeScale: positive(overrides.timeScale ?? intFrom(env.SANDBAR_TIME_SCALE, 1), "SANDBAR_TIME_SCALE"),
     monitorIntervalMs: positive(overrides.monitorIntervalMs ?? intFrom(env.SANDBAR_MONITOR_INTERVAL_MS, 2000), "SANDBAR_MONITOR_INTERVAL_MS"),
+    pools: overrides.pools ?? parsePools(env.SANDBAR_POOLS),
     retentionIntervalMs: positive(overrides.retentionIntervalMs ?? intFrom(env.SANDBAR_RETENTION_INTERVAL_MS, 10_000), "SANDBAR_RETENTION_INTERVAL_MS"),
   };
 }

@@ -16,6 +16,7 @@ import { NetworkManager } from "./network/network-manager.js";
 import { OciRuntime } from "./runtime/oci-runtime.js";
 import { SnapshotService } from "./snapshots/snapshot-service.js";
 import { SandboxService } from "./sandboxes/sandbox-service.js";
+import { PoolService } from "./pools/pool-service.js";
 import { buildApp } from "./app.js";
 import { RetentionSweeper } from "./sandboxes/retention.js";
 import { LinkTokens } from "./auth/link-tokens.js";
@@ -29,6 +30,7 @@ export interface SandbarServer {
   url: string;
   sandboxes: SandboxService;
   snapshots: SnapshotService;
+  pools: PoolService;
   keys: ApiKeyService;
   /** The bootstrap key when this start generated one (printed once). */
   generatedApiKey: string | undefined;
@@ -74,17 +76,22 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
   const registries = new RegistryService(store, await SecretBox.load(join(d, "secret-key")));
   const snapshots = new SnapshotService(store, puller, layers, config.defaults.fsCapacityBytes, log.child({ component: "snapshots" }), join(d, "tmp"), join(d, "memory"), registries);
   const sandboxes = new SandboxService({ store, snapshots, rootfs, network, runtimes, config, agentDir, instanceTag, log: log.child({ component: "sandboxes" }) });
+  const pools = new PoolService(store, sandboxes, config, { workspaceId: async (name) => (await store.getWorkspaceByName(name))?.id }, log.child({ component: "pools" }));
+  sandboxes.setClaimer(pools.claim);
+  snapshots.setBeforeDelete((id) => pools.drainSnapshot(id));
   const builds = new BuildService(store, snapshots, sandboxes, layers, puller, join(d, "tmp"), join(d, "builds"), log.child({ component: "builds" }));
 
   let ready = false;
   const tokens = await LinkTokens.load(join(d, "link-secret"));
-  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, registries, builds, tmpRoot: join(d, "tmp"), publicUrl: () => config.publicUrl, serviceDomain: config.serviceDomain, agentPort: config.agentPort, isReady: () => ready });
+  const app = await buildApp({ log, keys, sandboxes, snapshots, maxUploadBytes: config.maxUploadBytes, tokens, registries, builds, pools, tmpRoot: join(d, "tmp"), publicUrl: () => config.publicUrl, serviceDomain: config.serviceDomain, agentPort: config.agentPort, isReady: () => ready });
   await snapshots.recover();
   await sandboxes.recover();
   await builds.recover();
   sandboxes.startMonitor(config.monitorIntervalMs);
   const retention = new RetentionSweeper(store, sandboxes, config.timeScale, config.retentionIntervalMs, log.child({ component: "retention" }));
   retention.start();
+  // After recovery: pooled sandboxes that survived are adopted; the pools top up the rest.
+  await pools.start();
   await app.listen({ host: config.host, port: config.port });
   ready = true;
   const addr = app.server.address();
@@ -100,10 +107,12 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
     url,
     sandboxes,
     snapshots,
+    pools,
     keys,
     generatedApiKey,
     async close() {
       retention.stop();
+      pools.close();
       for (const s of openSockets) s.close(1001, "server shutting down");
       await sandboxes.drain();
       await app.close();

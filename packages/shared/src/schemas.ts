@@ -281,6 +281,54 @@ export interface ServiceUrlView {
   expires_at: string;
 }
 
+/** Largest warm pool: pre-booted sandboxes of one snapshot and size. */
+export const MAX_POOL_SIZE = 256;
+
+/**
+ * POST /pools: keep `size` sandboxes of a snapshot booted and ready to claim. A create with
+ * the same snapshot and resources (vcpus, mem_bytes, fs_capacity_bytes, defaults applied)
+ * takes one instead of booting.
+ */
+export const createPoolRequest = z
+  .object({
+    snapshot_id: z.string().min(1).max(128).optional(),
+    snapshot_name: z.string().min(1).max(128).optional(),
+    size: z.number().int().min(0).max(MAX_POOL_SIZE),
+    vcpus: vcpus.optional(),
+    mem_bytes: memBytes.optional(),
+    fs_capacity_bytes: fsCapacity.optional(),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if ((v.snapshot_id === undefined) === (v.snapshot_name === undefined)) {
+      ctx.addIssue({ code: "custom", path: ["snapshot_id"], message: "pass exactly one of snapshot_id or snapshot_name" });
+    }
+  });
+export type CreatePoolRequest = z.infer<typeof createPoolRequest>;
+
+/** PATCH /pools/{id}: a new size; 0 keeps the pool but drains it. */
+export const updatePoolRequest = z.object({ size: z.number().int().min(0).max(MAX_POOL_SIZE) }).strict();
+export type UpdatePoolRequest = z.infer<typeof updatePoolRequest>;
+
+/** A warm pool as the API returns it. */
+export interface PoolView {
+  id: string;
+  snapshot_id: string;
+  /** How many sandboxes the pool keeps ready. */
+  size: number;
+  vcpus: number;
+  mem_bytes: number;
+  fs_capacity_bytes: number;
+  /** Pooled sandboxes ready to be claimed now. */
+  ready: number;
+  /** Pooled sandboxes booting (refills). */
+  booting: number;
+  /** "config" for pools from SANDBAR_POOLS (set again at every start), "api" otherwise. */
+  source: "api" | "config";
+  created_at: string;
+  updated_at: string;
+}
+
 /** Registry names: like snapshot names. */
 export const registryName = snapshotName;
 

@@ -36,6 +36,7 @@ export class RetentionSweeper {
     this.running = true;
     try {
       for (const s of await this.store.listAllSandboxes()) {
+        if (s.pool_id !== null) continue; // waiting in a warm pool: no one's, no timers
         try {
           if (s.status === "ready" && s.idle_ttl_seconds > 0) {
             const idleMs = now - Date.parse(s.last_active_at);

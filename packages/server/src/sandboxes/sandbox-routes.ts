@@ -12,8 +12,9 @@ const startBody = z.object({ timeout: z.number().min(1).max(3600).optional() });
 export function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService, snapshots: SnapshotService): void {
   app.post("/boxes", async (req, reply) => {
     const body = parse(createSandboxRequest, req.body, "body");
-    const rec = await sandboxes.create(req.workspaceId, body);
-    return reply.status(201).send(sandboxes.view(rec));
+    const { sandbox, claimed } = await sandboxes.createOrClaim(req.workspaceId, body);
+    // Whether a warm pool served the create (benchmarks and operators read it).
+    return reply.status(201).header("sandbar-pool", claimed ? "claimed" : "miss").send(sandboxes.view(sandbox));
   });
 
   app.get("/boxes", async (req) => {

@@ -1,11 +1,11 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import type { CreateSandboxRequest, ListSandboxesQuery, SandboxView, UpdateSandboxRequest } from "@sandbar/shared";
+import type { CreateSandboxRequest, ListSandboxesQuery, NetworkPolicy, SandboxView, UpdateSandboxRequest } from "@sandbar/shared";
 import type { RuntimeName, ServerConfig } from "../config.js";
 import type { Store } from "../store/store.js";
 import { NameTakenError } from "../store/store.js";
-import type { SandboxRecord, SnapshotRecord } from "../store/records.js";
+import type { PoolRecord, SandboxRecord, SnapshotRecord } from "../store/records.js";
 import type { SnapshotService } from "../snapshots/snapshot-service.js";
 import type { RootfsManager } from "../storage/rootfs-manager.js";
 import type { NetworkManager } from "../network/network-manager.js";
@@ -35,6 +35,20 @@ export interface SandboxServiceDeps {
 }
 
 const BOOT_POLL_MS = 5;
+/** Kernel hostname of pooled sandboxes (claimed ones keep it; their files name them). */
+const POOL_HOSTNAME = "sandbox";
+
+/** Takes a matching ready sandbox from a warm pool for `rec`, or answers undefined. */
+export type PoolClaimer = (rec: SandboxRecord, snap: SnapshotRecord, restore: boolean) => Promise<SandboxRecord | undefined>;
+
+function hostsContent(ip: string, name: string): string {
+  return `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip}\t${name}\n`;
+}
+
+function samePolicy(a: NetworkPolicy, b: NetworkPolicy): boolean {
+  const norm = (p: NetworkPolicy): string => JSON.stringify([p.egress, [...p.allow_cidrs].sort(), [...p.allow_domains].sort()]);
+  return norm(a) === norm(b);
+}
 
 /**
  * Sandboxes: create (boot), get, list, update, stop, start, delete, and the adoption of
@@ -48,6 +62,7 @@ export class SandboxService {
   private readonly lastTouch = new Map<string, number>();
   private monitor: NodeJS.Timeout | undefined;
   private ticking = false;
+  private claimer: PoolClaimer | undefined;
 
   constructor(private readonly d: SandboxServiceDeps) {}
 
@@ -80,11 +95,39 @@ export class SandboxService {
   }
 
   async create(workspaceId: string, req: CreateSandboxRequest): Promise<SandboxRecord> {
+    return (await this.createOrClaim(workspaceId, req)).sandbox;
+  }
+
+  /**
+   * Create a sandbox: take a matching one from a warm pool when the claimer has one ready
+   * (`claimed`), boot a new one otherwise.
+   */
+  async createOrClaim(workspaceId: string, req: CreateSandboxRequest): Promise<{ sandbox: SandboxRecord; claimed: boolean }> {
     const ref = req.snapshot_id ?? req.snapshot_name ?? "";
     const snap = await this.d.store.getSnapshot(workspaceId, ref);
     if (!snap || (req.snapshot_id !== undefined && snap.id !== req.snapshot_id) || (req.snapshot_name !== undefined && snap.name !== req.snapshot_name)) {
       throw new SandbarError("SNAPSHOT_NOT_FOUND", `snapshot '${ref}' not found`);
     }
+    const { rec, restore } = this.newRecord(workspaceId, req, snap);
+    if (this.claimer) {
+      const claimed = await this.claimer(rec, snap, restore);
+      if (claimed) return { sandbox: claimed, claimed: true };
+    }
+    try {
+      await this.d.store.insertSandbox(rec);
+    } catch (e) {
+      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${rec.name}' is already in use`);
+      throw e;
+    }
+    const boot = this.startBoot(rec, snap, restore ? this.d.snapshots.memoryDir(snap.id) : undefined);
+    if (req.wait_for_ready) {
+      await this.awaitBoot(rec, boot, req.timeout);
+    }
+    return { sandbox: (await this.d.store.getSandboxById(rec.id)) ?? rec, claimed: false };
+  }
+
+  /** The record a create would insert (defaults applied), and whether it resumes memory. */
+  private newRecord(workspaceId: string, req: CreateSandboxRequest, snap: SnapshotRecord): { rec: SandboxRecord; restore: boolean } {
     if (snap.status !== "ready") throw new SandbarError("SNAPSHOT_NOT_READY", `snapshot '${snap.name}' is ${snap.status}${snap.status_message ? `: ${snap.status_message}` : ""}`);
     const defaults = this.d.config.defaults;
     const hasMemory = snap.memory_snapshot_size_bytes !== null && snap.agent_token !== null;
@@ -108,28 +151,74 @@ export class SandboxService {
       mem_bytes: req.mem_bytes ?? defaults.memBytes,
       fs_capacity_bytes: req.fs_capacity_bytes ?? snap.fs_capacity_bytes ?? defaults.fsCapacityBytes,
       labels: req.labels ?? {},
-      network_policy: req.network_policy ?? { egress: defaults.egress, allow_cidrs: [], allow_domains: [] },
+      network_policy: req.network_policy ?? this.defaultPolicy(),
       preserve_memory_on_stop: req.preserve_memory_on_stop ?? false,
       memory_preserved: false,
       runtime: this.d.config.runtime,
       net_index: null,
       // A restored agent keeps the token it had when its memory was saved.
       agent_token: restore ? (snap.agent_token as string) : newSecret(),
+      pool_id: null,
       created_at: now,
       updated_at: now,
       last_active_at: now,
     };
-    try {
-      await this.d.store.insertSandbox(rec);
-    } catch (e) {
-      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${rec.name}' is already in use`);
-      throw e;
-    }
-    const boot = this.startBoot(rec, snap, restore ? this.d.snapshots.memoryDir(snap.id) : undefined);
-    if (req.wait_for_ready) {
-      await this.awaitBoot(rec, boot, req.timeout);
-    }
-    return (await this.d.store.getSandboxById(rec.id)) ?? rec;
+    return { rec, restore };
+  }
+
+  /** The egress policy of sandboxes created without one (and of pooled sandboxes). */
+  defaultPolicy(): NetworkPolicy {
+    return { egress: this.d.config.defaults.egress, allow_cidrs: [], allow_domains: [] };
+  }
+
+  /** Called by create before booting; returns a claimed pooled sandbox, or undefined to boot. */
+  setClaimer(claimer: PoolClaimer): void {
+    this.claimer = claimer;
+  }
+
+  /**
+   * Boot a sandbox into a warm pool: it belongs to the pool's workspace but is invisible to
+   * the API until claimed. Resolves when it is ready; rejects (record marked failed) otherwise.
+   */
+  async bootPooled(pool: PoolRecord, snap: SnapshotRecord): Promise<void> {
+    const { rec, restore } = this.newRecord(
+      pool.workspace_id,
+      { snapshot_id: snap.id, name: undefined, wait_for_ready: false, timeout: 0, vcpus: pool.vcpus, mem_bytes: pool.mem_bytes, fs_capacity_bytes: pool.fs_capacity_bytes },
+      snap,
+    );
+    // Sandbox names cannot start with ".", so no user name collides with a pooled one.
+    rec.name = `.pool-${randomHex(6)}`;
+    rec.pool_id = pool.id;
+    rec.idle_ttl_seconds = 0;
+    rec.delete_after_stop_seconds = 0;
+    await this.d.store.insertSandbox(rec);
+    await this.startBoot(rec, snap, restore ? this.d.snapshots.memoryDir(snap.id) : undefined);
+  }
+
+  /**
+   * Make a just-claimed pooled sandbox its owner's: the requested egress policy (pooled ones
+   * run the default) and its name in /etc/hostname and /etc/hosts.
+   */
+  async finishClaim(s: SandboxRecord): Promise<void> {
+    if (s.net_index === null) throw new Error("a pooled sandbox without a network");
+    const net = blockAt(this.d.config.subnet, s.net_index);
+    if (!samePolicy(s.network_policy, this.defaultPolicy())) await this.d.network.applyPolicy(s.id, net, s.network_policy);
+    const dir = this.d.rootfs.paths(s.id).dir;
+    // Rewritten in place: the files are bind-mounted, a new inode would not be seen.
+    await writeFile(join(dir, "hostname"), `${s.name}\n`);
+    await writeFile(join(dir, "hosts"), hostsContent(net.sandboxIp, s.name));
+    this.touch(s.id);
+  }
+
+  /**
+   * Delete a sandbox that is still in a pool (drains, failed refills). False, and nothing
+   * done, when a create claimed it meanwhile.
+   */
+  async deletePooled(id: string): Promise<boolean> {
+    const s = await this.d.store.getSandboxById(id);
+    if (!s || !(await this.d.store.retirePooledSandbox(id, nowIso()))) return false;
+    await this.remove(s);
+    return true;
   }
 
   private startBoot(rec: SandboxRecord, snap: SnapshotRecord, restoreFrom?: string): Promise<void> {
@@ -175,15 +264,17 @@ export class SandboxService {
       const hostsFile = join(paths.dir, "hosts");
       const resolvFile = join(paths.dir, "resolv.conf");
       await writeFile(resolvFile, `nameserver ${net.hostIp}\noptions timeout:2 attempts:2\n`);
-      await writeFile(hostnameFile, `${rec.name}\n`);
-      await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${net.sandboxIp}\t${rec.name}\n`);
+      // A pooled sandbox's name is not a hostname; it gets its owner's at claim (files only).
+      const hostname = rec.pool_id === null ? rec.name : POOL_HOSTNAME;
+      await writeFile(hostnameFile, `${hostname}\n`);
+      await writeFile(hostsFile, hostsContent(net.sandboxIp, hostname));
       const spec = buildSpec({
         hostnameFile,
         hostsFile,
         resolvFile,
         runtime: this.d.config.runtime,
         rootfs: paths.rootfs,
-        hostname: rec.name,
+        hostname: rec.pool_id === null ? rec.name : POOL_HOSTNAME,
         netnsPath: net.netnsPath,
         agentDir: this.d.agentDir,
         agentToken: rec.agent_token,
@@ -207,7 +298,10 @@ export class SandboxService {
       const agent = new AgentClient(net.sandboxIp, this.d.config.agentPort, rec.agent_token);
       await this.waitForAgent(agent, 30_000);
       this.agents.set(rec.id, agent);
-      await this.d.store.updateSandbox(rec.id, { status: "ready", status_message: null, stopped_at: null, updated_at: nowIso(), last_active_at: nowIso() });
+      // A delete that came in meanwhile (it waits for this boot) wins: no revival as ready.
+      if (!(await this.d.store.updateSandboxIf(rec.id, "provisioning", { status: "ready", status_message: null, stopped_at: null, updated_at: nowIso(), last_active_at: nowIso() }))) {
+        throw new Error("the sandbox was deleted while it booted");
+      }
       log.info({ ms: Date.now() - started, ip: net.sandboxIp }, "sandbox ready");
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
@@ -285,7 +379,10 @@ export class SandboxService {
   }
 
   async delete(workspaceId: string, nameOrId: string): Promise<void> {
-    const s = await this.get(workspaceId, nameOrId);
+    await this.remove(await this.get(workspaceId, nameOrId));
+  }
+
+  private async remove(s: SandboxRecord): Promise<void> {
     await this.d.store.updateSandbox(s.id, { status: "deleting", updated_at: nowIso() });
     await this.lock.run(s.id, async () => {
       const cur = (await this.d.store.getSandboxById(s.id)) ?? s;

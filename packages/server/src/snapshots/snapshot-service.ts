@@ -15,6 +15,7 @@ import { newId, nowIso } from "../util/ids.js";
 export class SnapshotService {
   private readonly builds = new Map<string, Promise<void>>();
   private gcChain: Promise<void> = Promise.resolve();
+  private beforeDelete: ((snapshotId: string) => Promise<void>) | undefined;
 
   constructor(
     private readonly store: Store,
@@ -210,10 +211,17 @@ export class SnapshotService {
   }
 
   /** Delete unless a sandbox still uses it; its unshared layers leave the disk. */
+  /** Runs before a snapshot is deleted (the warm pools drain theirs). */
+  setBeforeDelete(fn: (snapshotId: string) => Promise<void>): void {
+    this.beforeDelete = fn;
+  }
+
   async delete(workspaceId: string, idOrName: string): Promise<void> {
     const s = await this.get(workspaceId, idOrName);
-    const users = await this.store.countSandboxesUsingSnapshot(s.id);
-    if (users > 0) throw new SandbarError("SNAPSHOT_IN_USE", `snapshot '${s.name}' is used by ${users} sandbox(es); delete them first`);
+    await this.assertUnused(s);
+    await this.beforeDelete?.(s.id);
+    // Again: a create may have claimed a pooled sandbox while the pools drained.
+    await this.assertUnused(s);
     if (this.builds.has(s.id)) {
       await this.store.updateSnapshot(s.id, { status: "deleting", updated_at: nowIso() });
       await this.builds.get(s.id);
@@ -221,6 +229,11 @@ export class SnapshotService {
     await this.store.deleteSnapshot(s.id);
     await rm(this.memoryDir(s.id), { recursive: true, force: true });
     await this.collectLayers();
+  }
+
+  private async assertUnused(s: SnapshotRecord): Promise<void> {
+    const users = await this.store.countSandboxesUsingSnapshot(s.id);
+    if (users > 0) throw new SandbarError("SNAPSHOT_IN_USE", `snapshot '${s.name}' is used by ${users} sandbox(es); delete them first`);
   }
 
   /** Remove layers no snapshot references. Serialised so builds and GC never race. */

@@ -92,4 +92,22 @@ export const MIGRATIONS: readonly string[] = [
     created_at TEXT NOT NULL
   );
   `,
+  // Warm pools; a sandbox with a pool_id is pooled (booted, unclaimed, invisible to the API).
+  `
+  CREATE TABLE pools (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    vcpus REAL NOT NULL,
+    mem_bytes INTEGER NOT NULL,
+    fs_capacity_bytes INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (snapshot_id, vcpus, mem_bytes, fs_capacity_bytes)
+  );
+  ALTER TABLE sandboxes ADD COLUMN pool_id TEXT;
+  CREATE INDEX sandboxes_pool ON sandboxes(pool_id);
+  `,
 ];

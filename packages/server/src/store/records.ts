@@ -73,9 +73,25 @@ export interface SandboxRecord {
   /** Index of the sandbox's /30 in the server's subnet; null while it has none. */
   net_index: number | null;
   agent_token: string;
+  /** Set while the sandbox waits in a warm pool (unclaimed); null once a create claimed it. */
+  pool_id: string | null;
   created_at: string;
   updated_at: string;
   last_active_at: string;
+}
+
+/** A warm pool: `size` pre-booted sandboxes of one snapshot and size, refilled after claims. */
+export interface PoolRecord {
+  id: string;
+  workspace_id: string;
+  snapshot_id: string;
+  size: number;
+  vcpus: number;
+  mem_bytes: number;
+  fs_capacity_bytes: number;
+  source: "api" | "config";
+  created_at: string;
+  updated_at: string;
 }
 
 export interface Page {

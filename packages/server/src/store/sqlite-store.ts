@@ -1,7 +1,8 @@
 import Database from "better-sqlite3";
-import type { ApiKeyRecord, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
+import type { ApiKeyRecord, PoolRecord, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
 import { NameTakenError, type SandboxListFilter, type SnapshotListFilter, type Store } from "./store.js";
 import { MIGRATIONS } from "./migrations.js";
+import type { SandboxStatus } from "@sandbar/shared";
 
 type Row = Record<string, unknown>;
 
@@ -86,10 +87,16 @@ export class SqliteStore implements Store {
       getSnapshotById: db.prepare("SELECT * FROM snapshots WHERE id = ?"),
       listAllSnapshots: db.prepare("SELECT * FROM snapshots"),
       deleteSnapshot: db.prepare("DELETE FROM snapshots WHERE id = ?"),
-      getSandbox: db.prepare("SELECT * FROM sandboxes WHERE workspace_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1"),
+      getSandbox: db.prepare("SELECT * FROM sandboxes WHERE workspace_id = ? AND (id = ? OR name = ?) AND pool_id IS NULL ORDER BY id = ? DESC LIMIT 1"),
       getSandboxById: db.prepare("SELECT * FROM sandboxes WHERE id = ?"),
       listAllSandboxes: db.prepare("SELECT * FROM sandboxes"),
-      countUsing: db.prepare("SELECT COUNT(*) AS n FROM sandboxes WHERE snapshot_id = ?"),
+      countUsing: db.prepare("SELECT COUNT(*) AS n FROM sandboxes WHERE snapshot_id = ? AND pool_id IS NULL"),
+      oldestPooled: db.prepare("SELECT id FROM sandboxes WHERE pool_id = ? AND status = 'ready' ORDER BY created_at, id LIMIT 1"),
+      retirePooled: db.prepare("UPDATE sandboxes SET status = 'deleting', updated_at = ? WHERE id = ? AND pool_id IS NOT NULL"),
+      getPool: db.prepare("SELECT * FROM pools WHERE workspace_id = ? AND id = ?"),
+      listPools: db.prepare("SELECT * FROM pools ORDER BY created_at, id"),
+      listPoolsWs: db.prepare("SELECT * FROM pools WHERE workspace_id = ? ORDER BY created_at, id"),
+      deletePool: db.prepare("DELETE FROM pools WHERE id = ?"),
       deleteSandbox: db.prepare("DELETE FROM sandboxes WHERE id = ?"),
       getRegistry: db.prepare("SELECT * FROM registries WHERE workspace_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1"),
       deleteRegistry: db.prepare("DELETE FROM registries WHERE id = ?"),
@@ -192,6 +199,12 @@ export class SqliteStore implements Store {
   async updateSandbox(id: string, patch: Partial<SandboxRecord>): Promise<void> {
     this.update("sandboxes", id, encode(patch as Row, SANDBOX_JSON), "sandbox", patch.name);
   }
+  async updateSandboxIf(id: string, status: SandboxStatus, patch: Partial<SandboxRecord>): Promise<boolean> {
+    const row = encode(patch as Row, SANDBOX_JSON);
+    const cols = Object.keys(row).filter((c) => c !== "id");
+    const sql = `UPDATE sandboxes SET ${cols.map((c) => `${c} = @${c}`).join(", ")} WHERE id = @id AND status = @expected`;
+    return this.db.prepare(sql).run({ ...row, id, expected: status }).changes > 0;
+  }
   async getSandbox(workspaceId: string, nameOrId: string): Promise<SandboxRecord | undefined> {
     return decode<SandboxRecord>(this.stmts.getSandbox.get(workspaceId, nameOrId, nameOrId, nameOrId) as Row | undefined, SANDBOX_JSON);
   }
@@ -199,7 +212,7 @@ export class SqliteStore implements Store {
     return decode<SandboxRecord>(this.stmts.getSandboxById.get(id) as Row | undefined, SANDBOX_JSON);
   }
   async listSandboxes(workspaceId: string, f: SandboxListFilter): Promise<SandboxRecord[]> {
-    const where = ["workspace_id = @ws"];
+    const where = ["workspace_id = @ws", "pool_id IS NULL"];
     const params: Row = { ws: workspaceId, limit: f.limit, offset: f.offset };
     if (f.nameContains) {
       where.push("name LIKE @like ESCAPE '\\' COLLATE NOCASE");
@@ -222,6 +235,20 @@ export class SqliteStore implements Store {
   }
   async deleteSandbox(id: string): Promise<void> {
     this.stmts.deleteSandbox.run(id);
+  }
+  async claimPooledSandbox(poolId: string, patch: Partial<SandboxRecord>): Promise<SandboxRecord | undefined> {
+    // One synchronous transaction: no other request (or server) can take the same sandbox.
+    const claim = this.db.transaction((): string | undefined => {
+      const row = this.stmts.oldestPooled.get(poolId) as { id: string } | undefined;
+      if (!row) return undefined;
+      this.update("sandboxes", row.id, encode({ ...patch, pool_id: null } as Row, SANDBOX_JSON), "sandbox", patch.name);
+      return row.id;
+    });
+    const id = claim();
+    return id === undefined ? undefined : this.getSandboxById(id);
+  }
+  async retirePooledSandbox(id: string, at: string): Promise<boolean> {
+    return this.stmts.retirePooled.run(at, id).changes > 0;
   }
 
   async getBuildCache(key: string): Promise<{ layer: string | null } | undefined> {
@@ -261,7 +288,30 @@ export class SqliteStore implements Store {
     this.stmts.deleteRegistry.run(id);
   }
 
-  private update(table: "sandboxes" | "snapshots" | "registries", id: string, row: Row, kind: "sandbox" | "snapshot" | "registry", name: unknown): void {
+  async insertPool(p: PoolRecord): Promise<void> {
+    const row = encode(p as unknown as Row, NO_JSON);
+    const cols = Object.keys(row);
+    try {
+      this.db.prepare(`INSERT INTO pools (${cols.join(", ")}) VALUES (${cols.map((c) => `@${c}`).join(", ")})`).run(row);
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new NameTakenError("pool", p.snapshot_id);
+      throw e;
+    }
+  }
+  async updatePool(id: string, patch: Partial<PoolRecord>): Promise<void> {
+    this.update("pools", id, encode(patch as Row, NO_JSON), "pool", patch.snapshot_id);
+  }
+  async getPool(workspaceId: string, id: string): Promise<PoolRecord | undefined> {
+    return this.stmts.getPool.get(workspaceId, id) as PoolRecord | undefined;
+  }
+  async listPools(workspaceId?: string): Promise<PoolRecord[]> {
+    return (workspaceId === undefined ? this.stmts.listPools.all() : this.stmts.listPoolsWs.all(workspaceId)) as PoolRecord[];
+  }
+  async deletePool(id: string): Promise<void> {
+    this.stmts.deletePool.run(id);
+  }
+
+  private update(table: "sandboxes" | "snapshots" | "registries" | "pools", id: string, row: Row, kind: NameTakenError["kind"], name: unknown): void {
     const cols = Object.keys(row).filter((c) => c !== "id");
     if (cols.length === 0) return;
     try {

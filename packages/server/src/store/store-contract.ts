@@ -48,6 +48,7 @@ function sandbox(id: string, ws: string, name: string, snap: string): SandboxRec
     runtime: "runsc",
     net_index: 3,
     agent_token: "t",
+    pool_id: null,
     created_at: now,
     updated_at: now,
     last_active_at: now,
@@ -139,6 +140,51 @@ export function storeContract(name: string, make: () => Promise<Store>): void {
       expect((await s.listRegistries("w1", { limit: 50, offset: 0, nameContains: "oth" })).map((r) => r.id)).toEqual(["r4"]);
       await s.deleteRegistry("r1");
       expect(await s.getRegistry("w1", "priv")).toBeUndefined();
+      s.close();
+    });
+
+    it("keeps pooled sandboxes out of sight and hands each to exactly one claim", async () => {
+      const s = await setup();
+      await s.insertSnapshot(snapshot("s1", "w1", "py"));
+      const pool = { id: "p1", workspace_id: "w1", snapshot_id: "s1", size: 2, vcpus: 1, mem_bytes: 1, fs_capacity_bytes: 1, source: "api" as const, created_at: now, updated_at: now };
+      await s.insertPool(pool);
+      await expect(s.insertPool({ ...pool, id: "p2" })).rejects.toBeInstanceOf(NameTakenError);
+      await s.insertPool({ ...pool, id: "p3", vcpus: 2 });
+      expect((await s.listPools("w1")).map((p) => p.id)).toEqual(["p1", "p3"]);
+      expect(await s.listPools("w2")).toEqual([]);
+      expect(await s.getPool("w2", "p1")).toBeUndefined();
+      await s.updatePool("p1", { size: 5 });
+      expect((await s.getPool("w1", "p1"))?.size).toBe(5);
+
+      await s.insertSandbox({ ...sandbox("b1", "w1", ".pool-1", "s1"), pool_id: "p1", created_at: "2026-01-01T00:00:01.000Z" });
+      await s.insertSandbox({ ...sandbox("b2", "w1", ".pool-2", "s1"), pool_id: "p1", created_at: "2026-01-01T00:00:02.000Z" });
+      await s.insertSandbox({ ...sandbox("b3", "w1", ".pool-3", "s1"), pool_id: "p1", status: "provisioning" });
+      await s.insertSandbox(sandbox("b4", "w1", "taken", "s1"));
+      expect(await s.getSandbox("w1", "b1")).toBeUndefined();
+      expect(await s.getSandbox("w1", ".pool-1")).toBeUndefined();
+      expect((await s.listSandboxes("w1", { limit: 50, offset: 0, sortBy: "name", sortDirection: "asc" })).map((x) => x.id)).toEqual(["b4"]);
+      expect(await s.countSandboxesUsingSnapshot("s1")).toBe(1);
+      expect((await s.listAllSandboxes()).length).toBe(4);
+
+      // A taken name claims nothing.
+      await expect(s.claimPooledSandbox("p1", { name: "taken" })).rejects.toBeInstanceOf(NameTakenError);
+      expect((await s.getSandboxById("b1"))?.pool_id).toBe("p1");
+      const first = await s.claimPooledSandbox("p1", { name: "mine", labels: { x: "y" } });
+      expect(first).toMatchObject({ id: "b1", name: "mine", pool_id: null, labels: { x: "y" } });
+      expect((await s.getSandbox("w1", "mine"))?.id).toBe("b1");
+      expect((await s.claimPooledSandbox("p1", { name: "second" }))?.id).toBe("b2");
+      // The booting one is not ready: nothing left to claim.
+      expect(await s.claimPooledSandbox("p1", { name: "third" })).toBeUndefined();
+      expect(await s.countSandboxesUsingSnapshot("s1")).toBe(3);
+      // Retiring takes pooled sandboxes only: a claimed one is the user's.
+      expect(await s.retirePooledSandbox("b1", now)).toBe(false);
+      expect(await s.retirePooledSandbox("b3", now)).toBe(true);
+      expect((await s.getSandboxById("b3"))?.status).toBe("deleting");
+      // A boot finishing late does not revive a retired sandbox.
+      expect(await s.updateSandboxIf("b3", "provisioning", { status: "ready" })).toBe(false);
+      expect((await s.getSandboxById("b3"))?.status).toBe("deleting");
+      await s.deletePool("p1");
+      expect(await s.getPool("w1", "p1")).toBeUndefined();
       s.close();
     });
   });

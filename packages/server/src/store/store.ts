@@ -1,4 +1,4 @@
-import type { ApiKeyRecord, Page, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
+import type { ApiKeyRecord, Page, PoolRecord, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
 import type { SandboxStatus } from "@sandbar/shared";
 
 export interface SandboxListFilter extends Page {
@@ -42,11 +42,25 @@ export interface Store {
 
   insertSandbox(s: SandboxRecord): Promise<void>;
   updateSandbox(id: string, patch: Partial<SandboxRecord>): Promise<void>;
+  /** Update only while the sandbox's status is `status` (atomically); false when it was not. */
+  updateSandboxIf(id: string, status: SandboxStatus, patch: Partial<SandboxRecord>): Promise<boolean>;
+  /** A sandbox of the workspace by id or name; pooled (unclaimed) sandboxes are never found. */
   getSandbox(workspaceId: string, nameOrId: string): Promise<SandboxRecord | undefined>;
   getSandboxById(id: string): Promise<SandboxRecord | undefined>;
+  /** The workspace's sandboxes, pooled ones left out. */
   listSandboxes(workspaceId: string, filter: SandboxListFilter): Promise<SandboxRecord[]>;
+  /** Every sandbox record, pooled ones included (recovery, monitor, retention). */
   listAllSandboxes(): Promise<SandboxRecord[]>;
+  /** Claimed (not pooled) sandboxes of a snapshot. */
   countSandboxesUsingSnapshot(snapshotId: string): Promise<number>;
+  /**
+   * Atomically take the oldest ready sandbox of a pool: it leaves the pool and gets `patch`
+   * (its new name, workspace fields, times). Undefined when none is ready. Throws
+   * {@link NameTakenError} (and claims nothing) when the new name is taken.
+   */
+  claimPooledSandbox(poolId: string, patch: Partial<SandboxRecord>): Promise<SandboxRecord | undefined>;
+  /** Atomically mark a still-pooled sandbox "deleting" so no claim can take it; false when it was claimed. */
+  retirePooledSandbox(id: string, at: string): Promise<boolean>;
   deleteSandbox(id: string): Promise<void>;
 
   /** A cached Dockerfile step: undefined when unknown; `layer` null for config-only steps. */
@@ -58,11 +72,19 @@ export interface Store {
   getRegistry(workspaceId: string, idOrName: string): Promise<RegistryRecord | undefined>;
   listRegistries(workspaceId: string, filter: SnapshotListFilter): Promise<RegistryRecord[]>;
   deleteRegistry(id: string): Promise<void>;
+
+  /** Throws {@link NameTakenError} ("pool") when one exists for the snapshot and size. */
+  insertPool(p: PoolRecord): Promise<void>;
+  updatePool(id: string, patch: Partial<PoolRecord>): Promise<void>;
+  getPool(workspaceId: string, id: string): Promise<PoolRecord | undefined>;
+  /** Pools of one workspace, or of every workspace. */
+  listPools(workspaceId?: string): Promise<PoolRecord[]>;
+  deletePool(id: string): Promise<void>;
 }
 
 /** Thrown by the store when a unique name is already used. */
 export class NameTakenError extends Error {
-  constructor(readonly kind: "sandbox" | "snapshot" | "workspace" | "registry", readonly takenName: string) {
+  constructor(readonly kind: "sandbox" | "snapshot" | "workspace" | "registry" | "pool", readonly takenName: string) {
     super(`${kind} name '${takenName}' is already in use`);
     this.name = "NameTakenError";
   }
