@@ -245,6 +245,26 @@ describe.concurrent("memory snapshots: sandbox create --no-restore-memory/--pres
   }, 30_000);
 });
 
+describe("workspace ls|quota (on the data dir)", () => {
+  it("sets, shows and resets a workspace's quota overrides", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sandbar-cli-ws-"));
+    try {
+      expect((await run(["key", "create", "--workspace", "team", "--data-dir", dir])).code).toBe(0);
+      const set = await run(["workspace", "quota", "team", "--sandboxes", "5", "--mem-bytes", "none", "--data-dir", dir]);
+      expect(set.stderr).toBe("");
+      expect(JSON.parse(set.stdout)).toEqual({ workspace: "team", quotas: { sandboxes: 5, mem_bytes: null } });
+      expect((await run(["workspace", "ls", "--data-dir", dir])).stdout).toContain('{"sandboxes":5,"mem_bytes":null}');
+      expect(JSON.parse((await run(["workspace", "quota", "team", "--reset", "--data-dir", dir])).stdout).quotas).toBe("server defaults");
+      const bad = await run(["workspace", "quota", "team", "--vcpus", "-1", "--data-dir", dir]);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toBe("error: --vcpus must be a number > 0 or 'none' (got -1)\n");
+      expect((await run(["workspace", "quota", "nobody", "--vcpus", "2", "--data-dir", dir])).stderr).toBe("error: no workspace named 'nobody' (sandbar workspace ls)\n");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 describe.concurrent("pool create|ls|resize|rm", () => {
   it("sends the snapshot, size and sizes; lists, resizes and deletes by id", async () => {
     const created = await run(["pool", "create", "warm", "3", "--mem-bytes", "1073741824", "--vcpus", "2"]);
@@ -258,7 +278,7 @@ describe.concurrent("pool create|ls|resize|rm", () => {
     expect(JSON.parse(resized.stdout)).toMatchObject({ id: "p-1", size: 5 });
     expect((await run(["pool", "rm", "p-1"])).code).toBe(0);
     expect(requests.some((x) => x.method === "DELETE" && x.url === "/v2/sandboxes/pools/p-1")).toBe(true);
-  }, 30_000);
+  }, 120_000);
 
   it("refuses a size that is not a number before calling the server", async () => {
     const r = await run(["pool", "create", "warm", "lots"]);

@@ -9,12 +9,15 @@ import { sandbox } from "./commands/sandbox/sandbox.js";
 import { image } from "./commands/image/image.js";
 import { registry } from "./commands/registry/registry.js";
 import { pool } from "./commands/pool/pool.js";
+import { workspace } from "./commands/workspace/workspace.js";
 import { tunnel } from "./commands/tunnel.js";
 import { serviceUrl } from "./commands/service-url.js";
 
 const USAGE = `usage: sandbar <command>
   serve [--port P] [--host H] [--data-dir D] [--runtime runsc|runc] [--public-url URL]
   key create [--workspace W] [--name N] | key ls | key revoke ID_OR_PREFIX
+  workspace ls | workspace quota NAME [--sandboxes N] [--vcpus N] [--mem-bytes B] [--storage-bytes B] [--reset]
+                 (quota overrides per workspace on the data dir; 'none' = no limit, --reset = server defaults)
   image build-debian NAME [--packages python3,bash] [--suite bookworm] | image import NAME SOURCE [--tag T]
   image ls | image rm NAME          (local images: docker_image sandbar.local/NAME:TAG)
   snapshot create NAME --image IMAGE [--fs-capacity BYTES] [--registry R] | ls | get ID | rm ID
@@ -37,9 +40,9 @@ const USAGE = `usage: sandbar <command>
   service-url SANDBOX PORT [--expires SECONDS]          (token URL for an HTTP service in the sandbox)
 common flags: --endpoint URL (SANDBAR_ENDPOINT), --api-key K (SANDBAR_API_KEY), --data-dir D`;
 
-const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires", "username", "registry", "target"];
+const STRING_FLAGS = ["port", "host", "data-dir", "runtime", "public-url", "endpoint", "api-key", "workspace", "name", "image", "fs-capacity", "timeout", "name-contains", "limit", "snapshot", "vcpus", "mem-bytes", "cwd", "packages", "suite", "tag", "shell", "egress", "expires", "username", "registry", "target", "sandboxes", "storage-bytes"];
 /** Flags that take no value: present or not. */
-const BOOLEAN_FLAGS = ["memory", "no-restore-memory", "preserve-memory", "password-stdin"];
+const BOOLEAN_FLAGS = ["memory", "no-restore-memory", "preserve-memory", "password-stdin", "reset"];
 /** Flags that may be repeated (values collect in a list). */
 const LIST_FLAGS = ["allow-cidr", "allow-domain", "build-arg"];
 const OPTIONS = {
@@ -73,6 +76,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "pool":
       await pool(args);
+      return 0;
+    case "workspace":
+      await workspace(args);
       return 0;
     case "tunnel":
       return tunnel(args);

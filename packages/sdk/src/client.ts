@@ -6,7 +6,7 @@ import { ServiceUrl, type ServiceUrlOptions } from "./service-url.js";
 import { Registries } from "./registries.js";
 import { Pools } from "./pools.js";
 import { buildForm, followBuild } from "./dockerfile-build.js";
-import type { CaptureSnapshotOptions, CreateSandboxOptions, CreateSnapshotOptions, DockerfileBuildOptions, NetworkPolicyOptions, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
+import type { CaptureSnapshotOptions, CreateSandboxOptions, CreateSnapshotOptions, DockerfileBuildOptions, NetworkPolicyOptions, Quota, SandboxInfo, Snapshot, UpdateSandboxOptions } from "./types.js";
 import type { WebSocketConstructor } from "./ws-stream.js";
 
 /** Options of {@link SandboxClient}. @example `new SandboxClient({ endpoint: "http://127.0.0.1:8080", apiKey: "sb_...", maxRetries: 5 })` */
@@ -397,6 +397,17 @@ export class SandboxClient {
   /** Delete a sandbox by name or id. @example `await client.deleteSandbox("box-1")` */
   async deleteSandbox(nameOrId: string): Promise<void> {
     await call(this.http, this.url(`/boxes/${encodeURIComponent(nameOrId)}`), { method: "DELETE" });
+  }
+
+  /**
+   * The workspace's quotas (`limits`, null = no limit) and its usage now. A create or start
+   * that would pass a limit fails with `QuotaExceededError`; sandboxes waiting in warm pools
+   * do not count.
+   *
+   * @example `const { limits, usage } = await client.getQuota(); console.log(usage.sandboxes, "/", limits.sandboxes ?? "unlimited")`
+   */
+  getQuota(): Promise<Quota> {
+    return callJson<Quota>(this.http, this.url("/quotas"), "GET");
   }
 
   /** Status of a sandbox. @example `const { status } = await client.getSandboxStatus("box-1")` */

@@ -18,7 +18,7 @@ export {
   SandboxOperationError,
   ERROR_CLASSES,
 } from "./errors.js";
-export type { ExecutionResult, CreateSandboxOptions, UpdateSandboxOptions, CaptureSnapshotOptions, CreateSnapshotOptions, DockerfileBuildOptions, NetworkPolicyOptions, EgressMode, RunOptions, Snapshot, SandboxInfo } from "./types.js";
+export type { ExecutionResult, CreateSandboxOptions, UpdateSandboxOptions, CaptureSnapshotOptions, CreateSnapshotOptions, DockerfileBuildOptions, NetworkPolicyOptions, EgressMode, RunOptions, Snapshot, SandboxInfo, Quota } from "./types.js";
 export { Registries, type Registry, type CreateRegistryOptions, type UpdateRegistryOptions } from "./registries.js";
 export { Pools, type Pool, type CreatePoolOptions } from "./pools.js";
 export { ServiceUrl, SERVICE_TOKEN_HEADER, type ServiceUrlOptions } from "./service-url.js";

@@ -1,4 +1,17 @@
-import type { SandboxView, SnapshotView } from "@sandbar/shared";
+import type { QuotaView, SandboxView, SnapshotView } from "@sandbar/shared";
+
+/**
+ * A workspace's quotas as the server reports them: `limits` (null: no limit) of sandboxes,
+ * vcpus and mem_bytes of running ones, and storage_bytes (fs_capacity_bytes of all, stopped
+ * ones included), and `usage` of each now.
+ *
+ * @example
+ * ```ts
+ * const q: Quota = await client.getQuota();
+ * if (q.limits.vcpus !== null && q.usage.vcpus + 2 > q.limits.vcpus) console.log("no room for 2 more vcpus");
+ * ```
+ */
+export type Quota = QuotaView;
 
 /**
  * A snapshot as the server describes it (snake_case, as on the wire).

@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 import { z } from "zod";
-import { EGRESS_MODES, MAX_POOL_SIZE, type EgressMode } from "@sandbar/shared";
+import { EGRESS_MODES, MAX_POOL_SIZE, type EgressMode, type QuotaNumbers } from "@sandbar/shared";
 
 /** Which OCI runtime runs sandboxes. */
 export type RuntimeName = "runsc" | "runc";
@@ -94,6 +94,14 @@ export interface ServerConfig {
   monitorIntervalMs: number;
   /** Warm pools kept by this server (SANDBAR_POOLS); more can be made through /pools. */
   pools: PoolConfig[];
+  /** Quotas of workspaces that have none of their own (SANDBAR_QUOTA_*; unset or 0: no limit). */
+  quotas: QuotaNumbers;
+}
+
+function limit(value: string | undefined, name: string): number | null {
+  const n = intFrom(value, 0);
+  if (n < 0) throw new Error(`${name} must be >= 0 (0: no limit)`);
+  return n === 0 ? null : n;
 }
 
 const GIB = 1024 * 1024 * 1024;
@@ -146,6 +154,12 @@ export function loadConfig(overrides: Partial<ServerConfig> = {}, env: NodeJS.Pr
     timeScale: positive(overrides.timeScale ?? intFrom(env.SANDBAR_TIME_SCALE, 1), "SANDBAR_TIME_SCALE"),
     monitorIntervalMs: positive(overrides.monitorIntervalMs ?? intFrom(env.SANDBAR_MONITOR_INTERVAL_MS, 2000), "SANDBAR_MONITOR_INTERVAL_MS"),
     pools: overrides.pools ?? parsePools(env.SANDBAR_POOLS),
+    quotas: overrides.quotas ?? {
+      sandboxes: limit(env.SANDBAR_QUOTA_SANDBOXES, "SANDBAR_QUOTA_SANDBOXES"),
+      vcpus: limit(env.SANDBAR_QUOTA_VCPUS, "SANDBAR_QUOTA_VCPUS"),
+      mem_bytes: limit(env.SANDBAR_QUOTA_MEM_BYTES, "SANDBAR_QUOTA_MEM_BYTES"),
+      storage_bytes: limit(env.SANDBAR_QUOTA_STORAGE_BYTES, "SANDBAR_QUOTA_STORAGE_BYTES"),
+    },
     retentionIntervalMs: positive(overrides.retentionIntervalMs ?? intFrom(env.SANDBAR_RETENTION_INTERVAL_MS, 10_000), "SANDBAR_RETENTION_INTERVAL_MS"),
   };
 }

@@ -281,6 +281,24 @@ export interface ServiceUrlView {
   expires_at: string;
 }
 
+/** Workspace quotas; null is no limit. Sandboxes in warm pools do not count until claimed. */
+export interface QuotaNumbers {
+  /** Sandboxes of the workspace in any status but deleting. */
+  sandboxes: number | null;
+  /** vcpus of running (ready or starting) sandboxes. */
+  vcpus: number | null;
+  /** mem_bytes of running (ready or starting) sandboxes. */
+  mem_bytes: number | null;
+  /** fs_capacity_bytes of all its sandboxes, stopped ones included (their disks stay). */
+  storage_bytes: number | null;
+}
+
+/** GET /quotas: the workspace's limits and what it uses now. */
+export interface QuotaView {
+  limits: QuotaNumbers;
+  usage: { sandboxes: number; vcpus: number; mem_bytes: number; storage_bytes: number };
+}
+
 /** Largest warm pool: pre-booted sandboxes of one snapshot and size. */
 export const MAX_POOL_SIZE = 256;
 

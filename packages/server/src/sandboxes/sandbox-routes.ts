@@ -17,6 +17,8 @@ export function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService, s
     return reply.status(201).header("sandbar-pool", claimed ? "claimed" : "miss").send(sandboxes.view(sandbox));
   });
 
+  app.get("/quotas", async (req) => sandboxes.quota(req.workspaceId));
+
   app.get("/boxes", async (req) => {
     const q = parse(listSandboxesQuery, req.query, "query");
     const list = await sandboxes.list(req.workspaceId, q);

@@ -1,7 +1,7 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import type { CreateSandboxRequest, ListSandboxesQuery, NetworkPolicy, SandboxView, UpdateSandboxRequest } from "@sandbar/shared";
+import type { CreateSandboxRequest, ListSandboxesQuery, NetworkPolicy, QuotaView, SandboxView, UpdateSandboxRequest } from "@sandbar/shared";
 import type { RuntimeName, ServerConfig } from "../config.js";
 import type { Store } from "../store/store.js";
 import { NameTakenError } from "../store/store.js";
@@ -57,6 +57,8 @@ function samePolicy(a: NetworkPolicy, b: NetworkPolicy): boolean {
  */
 export class SandboxService {
   private readonly lock = new KeyedLock();
+  /** Per workspace: a quota check and the insert (or claim, or start) it admits. */
+  private readonly quotaLock = new KeyedLock();
   private readonly boots = new Map<string, Promise<void>>();
   private readonly agents = new Map<string, AgentClient>();
   private readonly lastTouch = new Map<string, number>();
@@ -109,16 +111,20 @@ export class SandboxService {
       throw new SandbarError("SNAPSHOT_NOT_FOUND", `snapshot '${ref}' not found`);
     }
     const { rec, restore } = this.newRecord(workspaceId, req, snap);
-    if (this.claimer) {
-      const claimed = await this.claimer(rec, snap, restore);
-      if (claimed) return { sandbox: claimed, claimed: true };
-    }
-    try {
-      await this.d.store.insertSandbox(rec);
-    } catch (e) {
-      if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${rec.name}' is already in use`);
-      throw e;
-    }
+    // Check and take under one lock per workspace: concurrent creates cannot both fit.
+    const claimed = await this.quotaLock.run(workspaceId, async () => {
+      await this.checkQuota(workspaceId, { sandboxes: 1, vcpus: rec.vcpus, mem_bytes: rec.mem_bytes, storage_bytes: rec.fs_capacity_bytes });
+      const fromPool = this.claimer ? await this.claimer(rec, snap, restore) : undefined;
+      if (fromPool) return fromPool;
+      try {
+        await this.d.store.insertSandbox(rec);
+      } catch (e) {
+        if (e instanceof NameTakenError) throw new SandbarError("NAME_CONFLICT", `sandbox name '${rec.name}' is already in use`);
+        throw e;
+      }
+      return undefined;
+    });
+    if (claimed) return { sandbox: claimed, claimed: true };
     const boot = this.startBoot(rec, snap, restore ? this.d.snapshots.memoryDir(snap.id) : undefined);
     if (req.wait_for_ready) {
       await this.awaitBoot(rec, boot, req.timeout);
@@ -164,6 +170,23 @@ export class SandboxService {
       last_active_at: now,
     };
     return { rec, restore };
+  }
+
+  /** A workspace's limits (its own where set, else the server's) and its usage now. */
+  async quota(workspaceId: string): Promise<QuotaView> {
+    const ws = await this.d.store.getWorkspace(workspaceId);
+    return { limits: { ...this.d.config.quotas, ...(ws?.quotas ?? {}) }, usage: await this.d.store.workspaceUsage(workspaceId) };
+  }
+
+  /** QUOTA_EXCEEDED when adding `add` to the workspace's usage passes one of its limits. */
+  private async checkQuota(workspaceId: string, add: QuotaView["usage"]): Promise<void> {
+    const { limits, usage } = await this.quota(workspaceId);
+    for (const k of ["sandboxes", "vcpus", "mem_bytes", "storage_bytes"] as const) {
+      const max = limits[k];
+      if (max !== null && add[k] > 0 && usage[k] + add[k] > max) {
+        throw new SandbarError("QUOTA_EXCEEDED", `the workspace's ${k} quota is ${max}: ${usage[k]} in use, this sandbox needs ${add[k]} more; delete or stop sandboxes, or ask for a larger quota`);
+      }
+    }
   }
 
   /** The egress policy of sandboxes created without one (and of pooled sandboxes). */
@@ -413,7 +436,11 @@ export class SandboxService {
     if (s.status === "deleting") throw new SandbarError("SANDBOX_NOT_READY", `sandbox '${s.name}' is being deleted`);
     const snap = await this.d.store.getSnapshotById(s.snapshot_id);
     if (!snap) throw new SandbarError("SNAPSHOT_NOT_FOUND", `snapshot of sandbox '${s.name}' no longer exists`);
-    await this.d.store.updateSandbox(s.id, { status: "provisioning", status_message: null, updated_at: nowIso() });
+    // A stopped sandbox holds storage only: starting it takes its vcpus and memory again.
+    await this.quotaLock.run(workspaceId, async () => {
+      await this.checkQuota(workspaceId, { sandboxes: 0, vcpus: s.vcpus, mem_bytes: s.mem_bytes, storage_bytes: 0 });
+      await this.d.store.updateSandbox(s.id, { status: "provisioning", status_message: null, updated_at: nowIso() });
+    });
     const saved = s.memory_preserved ? this.savedMemoryDir(s.id) : undefined;
     const boot = this.startBoot(s, snap, saved).then(
       () => (saved ? this.forgetSavedMemory(s.id) : undefined),

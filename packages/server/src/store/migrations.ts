@@ -110,4 +110,8 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sandboxes ADD COLUMN pool_id TEXT;
   CREATE INDEX sandboxes_pool ON sandboxes(pool_id);
   `,
+  // Per-workspace quota overrides (JSON of QuotaNumbers fields; null: the server's defaults).
+  `
+  ALTER TABLE workspaces ADD COLUMN quotas TEXT;
+  `,
 ];

@@ -1,9 +1,11 @@
-import type { NetworkPolicy, SandboxStatus, SnapshotStatus } from "@sandbar/shared";
+import type { NetworkPolicy, QuotaNumbers, SandboxStatus, SnapshotStatus } from "@sandbar/shared";
 
 export interface WorkspaceRecord {
   id: string;
   name: string;
   created_at: string;
+  /** Limits set for this workspace (a field absent: the server's default; null: no limit). */
+  quotas?: Partial<QuotaNumbers> | null;
 }
 
 export interface ApiKeyRecord {

@@ -2,13 +2,14 @@ import Database from "better-sqlite3";
 import type { ApiKeyRecord, PoolRecord, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
 import { NameTakenError, type SandboxListFilter, type SnapshotListFilter, type Store } from "./store.js";
 import { MIGRATIONS } from "./migrations.js";
-import type { SandboxStatus } from "@sandbar/shared";
+import type { QuotaNumbers, QuotaView, SandboxStatus } from "@sandbar/shared";
 
 type Row = Record<string, unknown>;
 
 const SANDBOX_JSON = new Set(["labels", "network_policy"]);
 const SNAPSHOT_JSON = new Set(["layers", "image_config"]);
 const NO_JSON = new Set<string>();
+const WORKSPACE_JSON = new Set(["quotas"]);
 /** SQLite has no booleans: these columns hold 0/1. */
 const BOOL_COLUMNS = ["preserve_memory_on_stop", "memory_preserved"];
 
@@ -73,6 +74,12 @@ export class SqliteStore implements Store {
     const db = this.db;
     return {
       insertWorkspace: db.prepare("INSERT INTO workspaces (id, name, created_at) VALUES (@id, @name, @created_at)"),
+      usage: db.prepare(`
+        SELECT COUNT(*) AS sandboxes,
+          COALESCE(SUM(CASE WHEN status IN ('ready', 'provisioning') THEN vcpus ELSE 0 END), 0) AS vcpus,
+          COALESCE(SUM(CASE WHEN status IN ('ready', 'provisioning') THEN mem_bytes ELSE 0 END), 0) AS mem_bytes,
+          COALESCE(SUM(fs_capacity_bytes), 0) AS storage_bytes
+        FROM sandboxes WHERE workspace_id = ? AND pool_id IS NULL AND status != 'deleting'`),
       getWorkspace: db.prepare("SELECT * FROM workspaces WHERE id = ?"),
       getWorkspaceByName: db.prepare("SELECT * FROM workspaces WHERE name = ?"),
       listWorkspaces: db.prepare("SELECT * FROM workspaces ORDER BY created_at"),
@@ -116,13 +123,19 @@ export class SqliteStore implements Store {
     }
   }
   async getWorkspace(id: string): Promise<WorkspaceRecord | undefined> {
-    return this.stmts.getWorkspace.get(id) as WorkspaceRecord | undefined;
+    return decode<WorkspaceRecord>(this.stmts.getWorkspace.get(id) as Row | undefined, WORKSPACE_JSON);
   }
   async getWorkspaceByName(name: string): Promise<WorkspaceRecord | undefined> {
-    return this.stmts.getWorkspaceByName.get(name) as WorkspaceRecord | undefined;
+    return decode<WorkspaceRecord>(this.stmts.getWorkspaceByName.get(name) as Row | undefined, WORKSPACE_JSON);
   }
   async listWorkspaces(): Promise<WorkspaceRecord[]> {
-    return this.stmts.listWorkspaces.all() as WorkspaceRecord[];
+    return (this.stmts.listWorkspaces.all() as Row[]).map((r) => decode<WorkspaceRecord>(r, WORKSPACE_JSON) as WorkspaceRecord);
+  }
+  async setWorkspaceQuotas(id: string, quotas: Partial<QuotaNumbers> | null): Promise<void> {
+    this.db.prepare("UPDATE workspaces SET quotas = ? WHERE id = ?").run(quotas === null ? null : JSON.stringify(quotas), id);
+  }
+  async workspaceUsage(workspaceId: string): Promise<QuotaView["usage"]> {
+    return this.stmts.usage.get(workspaceId) as QuotaView["usage"];
   }
 
   async createApiKey(key: ApiKeyRecord): Promise<void> {

@@ -1,5 +1,5 @@
 import type { ApiKeyRecord, Page, PoolRecord, RegistryRecord, SandboxRecord, SnapshotRecord, WorkspaceRecord } from "./records.js";
-import type { SandboxStatus } from "@sandbar/shared";
+import type { QuotaNumbers, QuotaView, SandboxStatus } from "@sandbar/shared";
 
 export interface SandboxListFilter extends Page {
   nameContains?: string;
@@ -24,6 +24,10 @@ export interface Store {
   getWorkspace(id: string): Promise<WorkspaceRecord | undefined>;
   getWorkspaceByName(name: string): Promise<WorkspaceRecord | undefined>;
   listWorkspaces(): Promise<WorkspaceRecord[]>;
+  /** Replace a workspace's quota overrides (null: the server's defaults). */
+  setWorkspaceQuotas(id: string, quotas: Partial<QuotaNumbers> | null): Promise<void>;
+  /** What a workspace's sandboxes (pooled ones left out) use now; see {@link QuotaNumbers}. */
+  workspaceUsage(workspaceId: string): Promise<QuotaView["usage"]>;
 
   createApiKey(key: ApiKeyRecord): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKeyRecord | undefined>;
