@@ -97,6 +97,7 @@ export const ERROR_CLASSES: Record<ErrorCode, ErrorClass> = {
   SANDBOX_TIMEOUT: ResourceTimeoutError,
   QUOTA_EXCEEDED: QuotaExceededError,
   UNSCHEDULABLE: ResourceCreationError,
+  DISK_FULL: SandboxClientError,
   SANDBOX_CONNECTION_ERROR: SandboxConnectionError,
   SERVICE_UNAVAILABLE: SandboxConnectionError,
   COMMAND_TIMEOUT: CommandTimeoutError,
