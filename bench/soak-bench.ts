@@ -41,7 +41,7 @@ async function resources(b: BenchServer): Promise<Resources> {
   const r = await hostResources(b.dataDir);
   let chains = 0;
   try {
-    chains = execFileSync("nft", ["list", "chains", "inet", "sandbar"], { encoding: "utf8" }).split("\n").filter((l) => /^\s*chain [fip]\d+ /.test(l)).length;
+    chains = execFileSync("nft", ["list", "table", "inet", "sandbar"], { encoding: "utf8" }).split("\n").filter((l) => /^\s*chain [fip]\d+ /.test(l)).length;
   } catch {
     chains = 0; // no table yet
   }
