@@ -19,7 +19,8 @@ export class OciRuntime implements SandboxRuntime {
    * through a private mount namespace with a tmpfs over /proc/sys/net.
    */
   static runsc(root: string | undefined): OciRuntime {
-    const global = [...(root ? ["--root", root] : []), "--platform=ptrace", "--overlay2=none"];
+    // --oci-seccomp: the spec's seccomp filter (oci-spec.ts) is enforced by the Sentry.
+    const global = [...(root ? ["--root", root] : []), "--platform=ptrace", "--overlay2=none", "--oci-seccomp"];
     return new OciRuntime("runsc", global, (argv) => [
       "unshare",
       "--mount",

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import type { ImageRunConfig } from "../store/records.js";
 
 /** Inputs of one sandbox's OCI runtime spec. */
@@ -25,6 +26,7 @@ export interface SpecInput {
 
 export const AGENT_MOUNT = "/.sandbar";
 export const AGENT_PATH = `${AGENT_MOUNT}/sandbar-agent`;
+const NOFILE = nofileLimit();
 const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Docker's default set less NET_RAW (no raw sockets) and MKNOD. */
@@ -42,6 +44,42 @@ const CAPABILITIES = [
   "CAP_KILL",
   "CAP_AUDIT_WRITE",
 ];
+
+/** CLONE_NEWUSER: a new user namespace hands back capabilities the spec dropped. */
+const CLONE_NEWUSER = 0x10000000;
+const EPERM = 1;
+const ENOSYS = 38;
+
+/**
+ * Syscalls refused on top of the dropped capabilities. The kernel keyring is not namespaced
+ * (under runc a sandbox would share host root's keyring); a user namespace would give back
+ * CAP_NET_RAW and others (under gVisor it reopens raw and packet sockets). clone3 answers
+ * ENOSYS because its flags cannot be inspected; libc then falls back to clone. Under runsc the
+ * filter is applied by the Sentry (`--oci-seccomp`).
+ */
+export function seccompProfile(runtime: "runsc" | "runc"): Record<string, unknown> {
+  const newUser = [{ index: 0, value: CLONE_NEWUSER, valueTwo: CLONE_NEWUSER, op: "SCMP_CMP_MASKED_EQ" }];
+  return {
+    defaultAction: "SCMP_ACT_ALLOW",
+    architectures: runtime === "runc" ? ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] : ["SCMP_ARCH_X86_64"],
+    syscalls: [
+      { names: ["add_key", "keyctl", "request_key"], action: "SCMP_ACT_ERRNO", errnoRet: EPERM },
+      { names: ["unshare", "clone"], action: "SCMP_ACT_ERRNO", errnoRet: EPERM, args: newUser },
+      { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
+    ],
+  };
+}
+
+/** The most open files a sandbox may have: 1M, or less where the host's hard limit is lower (runc fails above it). */
+export function nofileLimit(): number {
+  try {
+    const m = /^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m) return Math.min(1048576, Number(m[1]));
+  } catch {
+    // not Linux: keep the default
+  }
+  return 1048576;
+}
 
 /** Build config.json for a sandbox whose init is the agent. */
 export function buildSpec(s: SpecInput): Record<string, unknown> {
@@ -74,7 +112,7 @@ export function buildSpec(s: SpecInput): Record<string, unknown> {
       env,
       cwd: "/",
       capabilities: { bounding: CAPABILITIES, effective: CAPABILITIES, permitted: CAPABILITIES },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1048576, soft: 1048576 }],
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: NOFILE, soft: NOFILE }],
       noNewPrivileges: true,
     },
     root: { path: s.rootfs, readonly: false },
@@ -88,6 +126,7 @@ export function buildSpec(s: SpecInput): Record<string, unknown> {
         pids: { limit: s.pidsLimit },
       },
       cgroupsPath: s.cgroupsPath,
+      seccomp: seccompProfile(s.runtime),
       maskedPaths: ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
       readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     },
