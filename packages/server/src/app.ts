@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import type { ApiKeyService } from "./auth/api-key-service.js";
 import type { SandboxService } from "./sandboxes/sandbox-service.js";
 import type { SnapshotService } from "./snapshots/snapshot-service.js";
-import { installErrorHandling } from "./http/error-handler.js";
+import { frameworkErrorHandler, installErrorHandling } from "./http/error-handler.js";
 import { installAuth } from "./http/auth.js";
 import { sandboxRoutes } from "./sandboxes/sandbox-routes.js";
 import { snapshotRoutes } from "./snapshots/snapshot-routes.js";
@@ -44,6 +44,23 @@ export interface AppDeps {
   isReady: () => boolean;
 }
 
+/** One entry of the app's route table: a method and a URL pattern as registered. */
+export interface RouteEntry {
+  method: string;
+  url: string;
+  websocket: boolean;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /**
+     * Every route the app serves (auto-added HEAD routes included), in registration order.
+     * Tests enumerate it so that a new route cannot escape the auth and fuzz suites.
+     */
+    readonly routeTable: readonly RouteEntry[];
+  }
+}
+
 /** Control-plane prefixes; both are served (clients use either). */
 export const CONTROL_PREFIXES = ["/v2/sandboxes", "/api/v2/sandboxes"] as const;
 
@@ -57,6 +74,14 @@ export async function buildApp(d: AppDeps): Promise<FastifyInstance> {
     forceCloseConnections: true,
     // Download-link tokens travel in the path.
     routerOptions: { maxParamLength: 4096 },
+    // Bad percent-escapes and over-long parameters: the documented error body, after the key check.
+    frameworkErrors: frameworkErrorHandler(d.keys),
+  });
+  // Registered first so that it sees every route, those of child scopes included.
+  const routeTable: RouteEntry[] = [];
+  app.decorate("routeTable", routeTable);
+  app.addHook("onRoute", (r) => {
+    for (const method of [r.method].flat()) routeTable.push({ method, url: r.url, websocket: (r as { websocket?: boolean }).websocket === true });
   });
   installErrorHandling(app);
   await app.register(websocket, { options: { maxPayload: 16 * 1024 * 1024 } });

@@ -5,6 +5,7 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import { snapshotName } from "@sandbar/shared";
 import { parse } from "../http/validate.js";
+import { asMultipartError } from "../http/multipart.js";
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { join, posix } from "node:path";
 import type { Logger } from "pino";
@@ -520,6 +521,15 @@ const buildFields = z.object({
   fs_capacity_bytes: z.coerce.number().int().min(64 * 1024 * 1024).max(16 * 1024 ** 4).optional(),
 });
 
+/** `it` with every error it throws passed through `map`. */
+async function* mapErrors<T>(it: AsyncIterable<T>, map: (e: unknown) => unknown): AsyncGenerator<T> {
+  try {
+    yield* it;
+  } catch (e) {
+    throw map(e);
+  }
+}
+
 /**
  * Control plane: POST /snapshots/build (multipart: the fields above and an optional `context`
  * file, a tar or tar.gz) and GET /snapshots/{id}/build-log[?follow=true].
@@ -530,14 +540,18 @@ export function buildRoutes(app: FastifyInstance, builds: BuildService, snapshot
     const fields: Record<string, string> = {};
     let contextTar: string | undefined;
     try {
-      for await (const part of req.parts({ limits: { fileSize: maxContextBytes, files: 1, fields: 8, fieldSize: 1024 * 1024 } })) {
+      // Malformed multipart (no boundary, a body ending inside a part) is 400, not 500.
+      const parts = mapErrors(req.parts({ limits: { fileSize: maxContextBytes, files: 1, fields: 8, fieldSize: 1024 * 1024 } }), asMultipartError);
+      for await (const part of parts) {
         if (part.type === "file") {
           if (part.fieldname !== "context") {
             part.file.resume();
             throw new SandbarError("VALIDATION_ERROR", "the only file field is 'context'", [{ loc: ["body", part.fieldname], msg: "unexpected file field", type: "value_error" }]);
           }
           contextTar = join(tmpRoot, `build-context-${randomHex(8)}.tar`);
-          await pipeline(part.file, createWriteStream(contextTar, { mode: 0o600 }));
+          await pipeline(part.file, createWriteStream(contextTar, { mode: 0o600 })).catch((e: unknown) => {
+            throw asMultipartError(e);
+          });
           if (part.file.truncated) throw new SandbarError("PAYLOAD_TOO_LARGE", `the build context is larger than ${maxContextBytes} bytes`);
         } else {
           fields[part.fieldname] = String(part.value);

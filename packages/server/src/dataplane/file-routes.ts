@@ -5,6 +5,7 @@ import { filePathQuery } from "@sandbar/shared";
 import type { SandboxService } from "../sandboxes/sandbox-service.js";
 import { agentError, readAll, type AgentClient } from "../agent/agent-client.js";
 import { parse } from "../http/validate.js";
+import { asMultipartError } from "../http/multipart.js";
 import { SandbarError } from "../util/errors.js";
 import { dataplaneParams } from "./params.js";
 
@@ -29,12 +30,14 @@ export function fileRoutes(app: FastifyInstance, sandboxes: SandboxService, maxU
     } catch (e) {
       drain();
       if (body.limitHit) throw tooLarge();
+      if (body.malformed) throw body.malformed;
       throw e;
     }
     // The agent may answer (say, 507 disk full) before reading everything: discard the rest
     // of the client's body so it can finish sending and read our answer.
     drain();
     if (body.limitHit) throw tooLarge();
+    if (body.malformed) throw body.malformed;
     if ((res.statusCode ?? 500) >= 400) throw asWriteError(agentError(res.statusCode ?? 500, text));
     return reply.status(200).send({ path, ...(JSON.parse(text) as { size?: number }) });
   });
@@ -96,15 +99,28 @@ function asWriteError(e: SandbarError): SandbarError {
  * The upload's bytes as a stream: the `file` field of a multipart form (what the
  * LangSmith clients send) or a raw octet-stream body.
  */
-async function uploadStream(req: FastifyRequest, max: number): Promise<{ stream: Readable & { limitHit?: boolean }; drain: () => void }> {
+type UploadBody = Readable & { limitHit?: boolean; malformed?: SandbarError };
+
+async function uploadStream(req: FastifyRequest, max: number): Promise<{ stream: UploadBody; drain: () => void }> {
   if (req.isMultipart()) {
-    const part = await req.file({ limits: { fileSize: max, files: 1 } });
+    // A Content-Type without a usable boundary throws here: 400, not 500.
+    const part = await req.file({ limits: { fileSize: max, files: 1 } }).catch((e: unknown) => {
+      throw asMultipartError(e);
+    });
     if (!part) throw new SandbarError("VALIDATION_ERROR", "multipart body has no file field", [{ loc: ["body", "file"], msg: "file field is required", type: "value_error" }]);
     if (part.fieldname !== "file") throw new SandbarError("VALIDATION_ERROR", "the multipart field must be named 'file'", [{ loc: ["body", "file"], msg: "field must be named 'file'", type: "value_error" }]);
-    const out = new PassThrough() as PassThrough & { limitHit?: boolean };
+    const out = new PassThrough() as PassThrough & UploadBody;
     part.file.on("limit", () => {
       out.limitHit = true;
       out.destroy(new Error("upload too large"));
+    });
+    // A body that ends inside the part (no closing boundary) fails the file stream, which
+    // pipe() does not pass on: the agent request waited for the rest forever and the client
+    // never got an answer. End the upload with the error and answer 400.
+    part.file.on("error", (e: Error) => {
+      const mapped = asMultipartError(e);
+      if (mapped instanceof SandbarError) out.malformed = mapped;
+      if (!out.destroyed) out.destroy(e);
     });
     part.file.pipe(out);
     return { stream: out, drain: () => discard(part.file, out) };
@@ -121,6 +137,15 @@ async function uploadStream(req: FastifyRequest, max: number): Promise<{ stream:
       out.limitHit = true;
       out.destroy(new Error("upload too large"));
     }
+  });
+  // A client that goes away mid-upload: pipe() does not pass that on, so the agent's request
+  // waited for the rest forever (an open agent connection and a partial .sandbar-put-* file
+  // left in the sandbox per aborted upload). End it with an error: the agent drops the file.
+  raw.on("error", (e: Error) => {
+    if (!out.destroyed) out.destroy(e);
+  });
+  raw.on("close", () => {
+    if (!raw.readableEnded && !out.destroyed) out.destroy(new Error("the client went away mid-upload"));
   });
   raw.pipe(out);
   return { stream: out, drain: () => discard(raw, out) };

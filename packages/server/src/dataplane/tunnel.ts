@@ -36,6 +36,8 @@ export function tunnelRoutes(app: FastifyInstance, sandboxes: SandboxService, lo
       preValidation: async (req) => {
         const { id } = parse(dataplaneParams, req.params, "params");
         await sandboxes.agentFor(req.workspaceId, id);
+        // A plain request (no Upgrade) got @fastify/websocket's bare 404 without a JSON body.
+        if (!req.ws) throw new SandbarError("ROUTE_NOT_FOUND", `${req.method} /dataplane/{id}/tunnel takes a WebSocket upgrade`);
       },
     },
     (socket: WebSocket, req) => {

@@ -35,6 +35,8 @@ export function wsExecuteRoutes(app: FastifyInstance, sandboxes: SandboxService,
       preValidation: async (req) => {
         const { id } = parse(dataplaneParams, req.params, "params");
         await sandboxes.agentFor(req.workspaceId, id);
+        // A plain request (no Upgrade) got @fastify/websocket's bare 404 without a JSON body.
+        if (!req.ws) throw new SandbarError("ROUTE_NOT_FOUND", `${req.method} /dataplane/{id}/execute/ws takes a WebSocket upgrade`);
       },
     },
     async (socket, req) => {
@@ -128,6 +130,8 @@ class Bridge {
   private async execute(msg: ClientMessage): Promise<void> {
     if (this.attached) throw new SandbarError("COMMAND_ERROR", "this socket already carries a command");
     if (typeof msg.command !== "string" || msg.command === "") throw new SandbarError("COMMAND_ERROR", "execute needs a command");
+    // As on POST /execute: the agent answers a NUL byte with a 500 (a ConnectionError frame).
+    if (msg.command.includes("\0")) throw new SandbarError("COMMAND_ERROR", "the command must not contain NUL");
     const commandId = typeof msg.command_id === "string" && msg.command_id ? msg.command_id : randomUUID();
     const body = {
       command_id: commandId,

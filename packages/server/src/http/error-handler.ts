@@ -1,6 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { ERROR_TABLE, errorBody, type ErrorCode } from "@sandbar/shared";
 import { hostFault, SandbarError } from "../util/errors.js";
+import type { ApiKeyService } from "../auth/api-key-service.js";
+import { checkApiKey } from "./auth.js";
 
 /** Send a SandbarError as JSON with its stable status. */
 export function sendError(reply: FastifyReply, err: SandbarError): FastifyReply {
@@ -49,6 +51,10 @@ export function frameworkErrorHandler(keys: ApiKeyService): (err: FastifyError, 
         : err.code === "FST_ERR_MAX_PARAM_LENGTH"
           ? "the URL is not valid: a path parameter is too long"
           : "the URL is not valid";
+    // An Upgrade request's socket left HTTP's hands: nothing else closes it after this answer
+    // (the WebSocket plugin only does for requests that reached its hooks), and a half-closed
+    // socket per such request stayed open for good, holding up the server's close().
+    if (req.raw.headers.upgrade !== undefined) reply.raw.once("finish", () => req.raw.socket.destroy());
     checkApiKey(req, keys).then(
       () => sendError(reply, new SandbarError("INVALID_REQUEST", message)),
       (e: unknown) => sendError(reply, e instanceof SandbarError ? e : new SandbarError("INTERNAL_ERROR", "internal error")),

@@ -75,6 +75,11 @@ export class RegistryService {
     const cursorMode = q.page_size !== undefined || q.cursor !== undefined;
     const limit = cursorMode ? (q.page_size ?? 20) : (q.limit ?? 50);
     const offset = cursorMode ? Number(q.cursor ?? 0) : (q.offset ?? 0);
+    // A cursor of more digits than a safe integer reached SQLite as a REAL offset: 500
+    // "datatype mismatch". No page starts there; say so.
+    if (!Number.isSafeInteger(offset)) {
+      throw new SandbarError("VALIDATION_ERROR", "cursor: must be a cursor from next_cursor", [{ loc: ["query", "cursor"], msg: "cursor: must be a cursor from next_cursor", type: "value_error" }]);
+    }
     // One more than asked tells whether another page exists.
     const rows = await this.store.listRegistries(workspaceId, { nameContains: q.name_contains, limit: limit + 1, offset });
     const items = rows.slice(0, limit);
