@@ -3,103 +3,87 @@
  * `echo hi` round trip through the server against raw `runsc exec`, measured in one run.
  *
  *   npx tsx bench/core-bench.ts [--creates 20] [--execs 200] [--out bench/results/core.json]
+ *
+ * The server runs as its own process (`sandbar serve`, as deployed) on a fresh data dir;
+ * busybox snapshot from a throwaway registry; sandboxes created one after another.
+ * - create -> ready: the whole `POST /boxes` (wait_for_ready) from the client; the baseline is
+ *   `runsc run --detach` of a sandbox's own bundle in a netns of its own (bench/raw-runsc.ts).
+ * - `echo hi`: `POST {dataplane}/execute` from a keep-alive client; the baseline is
+ *   `runsc exec CID echo hi` into the same sandbox (at most 100 of them).
  */
-import { execFile, spawn } from "node:child_process";
-import { mkdir, rm, writeFile, mkdtemp } from "node:fs/promises";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
-import { promisify } from "node:util";
-import { parseArgs } from "node:util";
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { parseArgs, promisify } from "node:util";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
-import { startTestServer } from "../test/support/sandbar-server.js";
+import { Cleanup, cleanUpOnSignals, startBenchServer, type SnapshotJson } from "./harness.js";
+import { RawRunsc } from "./raw-runsc.js";
 import { report, runMain, summarize, timed, type Row } from "./stats.js";
 
 const run = promisify(execFile);
 
-/** Run a command whose children outlive it (runsc --detach): wait for exit, not for stdio to close. */
-function runDetached(argv: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { stdio: "ignore", detached: true });
-    child.on("error", reject);
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`${argv.join(" ")} exited ${code}`))));
-  });
+interface Box {
+  id: string;
+  dataplane_url: string;
 }
-
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { creates: { type: "string", default: "20" }, execs: { type: "string", default: "200" }, out: { type: "string", default: "bench/results/core.json" } } });
   const creates = Number(values.creates);
   const execs = Number(values.execs);
-  const registry = await startRegistry();
-  const img = await testImage("busybox");
-  await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
-  const t = await startTestServer();
+  const cleanup = new Cleanup("core-bench");
+  const detach = cleanUpOnSignals("core-bench", cleanup);
   const rows: Row[] = [];
   try {
-    const snap = (await (await t.call("POST", "/snapshots", { name: "bench", docker_image: `${registry.host}/busybox:latest` })).json()) as { id: string };
+    const registry = await startRegistry();
+    cleanup.add("registry", () => registry.stop());
+    const img = await testImage("busybox");
+    await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
+    const bench = await startBenchServer(cleanup);
+    const { api, dataDir, apiKey } = bench;
+    const created = await api.call<SnapshotJson>("POST", "/snapshots", { name: "bench", docker_image: `${registry.host}/busybox:latest` });
+    const snap = await api.waitSnapshot(created.id);
 
     // --- create -> ready, ours
     const ours: number[] = [];
     for (let i = 0; i < creates; i++) {
       let id = "";
-      ours.push(
-        await timed(async () => {
-          const r = await t.call("POST", "/boxes", { snapshot_id: snap.id });
-          id = ((await r.json()) as { id: string }).id;
-        }),
-      );
-      await t.call("DELETE", `/boxes/${id}`);
+      ours.push(await timed(async () => (id = (await api.call<Box>("POST", "/boxes", { snapshot_id: snap.id })).id)));
+      await api.call("DELETE", `/boxes/${id}`);
     }
 
-    // --- create -> ready, raw runsc run of a sandbox's own bundle (same rootfs, netns, agent as init)
-    const probe = (await (await t.call("POST", "/boxes", { snapshot_id: snap.id })).json()) as { id: string; dataplane_url: string };
-    const bundle = join(t.dataDir, "sandboxes", probe.id, "bundle");
-    const raw: number[] = [];
-    const rawRoot = await mkdtemp(join(tmpdir(), "sandbar-bench-runsc-"));
-    const spec = JSON.parse((await import("node:fs")).readFileSync(join(bundle, "config.json"), "utf8")) as { linux: { namespaces: { type: string; path?: string }[]; cgroupsPath?: string } };
-    const rawBundle = join(rawRoot, "bundle");
-    await mkdir(rawBundle, { recursive: true });
+    // --- create -> ready, raw runsc run of a sandbox's own bundle (same rootfs, agent as init)
+    const probe = await api.call<Box>("POST", "/boxes", { snapshot_id: snap.id });
+    const raw = await RawRunsc.fromSandbox(cleanup, dataDir, probe.id);
+    const rawMs: number[] = [];
     for (let i = 0; i < creates; i++) {
-      const ns = `sandbar-bench-${i}`;
-      await run("ip", ["netns", "add", ns]);
-      spec.linux.namespaces = spec.linux.namespaces.map((n) => (n.type === "network" ? { type: "network", path: `/run/netns/${ns}` } : n));
-      spec.linux.cgroupsPath = `/sandbar-bench/${i}`;
-      await writeFile(join(rawBundle, "config.json"), JSON.stringify(spec));
-      const id = `sandbar-bench-raw-${process.pid}-${i}`;
-      raw.push(
-        await timed(() =>
-          runDetached(["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none /proc/sys/net && exec "$@"', "sh", "runsc", "--root", rawRoot, "--platform=ptrace", "--overlay2=none", "run", "--detach", "--bundle", rawBundle, id]),
-        ),
-      );
-      await run("runsc", ["--root", rawRoot, "delete", "--force", id]).catch(() => undefined);
-      await run("ip", ["netns", "del", ns]).catch(() => undefined);
+      const r = await raw.timedRun();
+      rawMs.push(r.ms);
+      await r.container.remove();
     }
-    await rm(rawRoot, { recursive: true, force: true });
-    rows.push({ case: "create -> ready (busybox)", unit: "ms", ours: summarize(ours), baseline: summarize(raw), baselineName: "raw `runsc run --detach` of the same bundle" });
+    rows.push({ case: "create -> ready (busybox)", unit: "ms", ours: summarize(ours), baseline: summarize(rawMs), baselineName: "raw `runsc run --detach` of the same bundle" });
 
     // --- echo hi round trip, ours (HTTP execute, keep-alive) vs raw runsc exec
     const execOurs: number[] = [];
     for (let i = 0; i < execs; i++) {
       execOurs.push(
         await timed(async () => {
-          const r = await fetch(`${probe.dataplane_url}/execute`, { method: "POST", headers: { "x-api-key": t.apiKey, "content-type": "application/json" }, body: JSON.stringify({ command: "echo hi" }) });
+          const r = await fetch(`${probe.dataplane_url}/execute`, { method: "POST", headers: { "x-api-key": apiKey, "content-type": "application/json" }, body: JSON.stringify({ command: "echo hi" }) });
           const j = (await r.json()) as { stdout: string };
           if (j.stdout !== "hi\n") throw new Error(`bad output ${JSON.stringify(j)}`);
         }),
       );
     }
-    const cid = `sandbar-${(await import("node:crypto")).createHash("sha256").update(t.dataDir).digest("hex").slice(0, 8)}-${probe.id}`;
+    const cid = `sandbar-${createHash("sha256").update(dataDir).digest("hex").slice(0, 8)}-${probe.id}`;
     const execRaw: number[] = [];
     for (let i = 0; i < Math.min(execs, 100); i++) {
       execRaw.push(await timed(() => run("runsc", ["exec", cid, "echo", "hi"])));
     }
     rows.push({ case: "`echo hi` round trip (HTTP execute)", unit: "ms", ours: summarize(execOurs), baseline: summarize(execRaw), baselineName: "raw `runsc exec ID echo hi`" });
   } finally {
-    await t.stop();
-    await registry.stop();
+    await cleanup.run();
+    detach();
   }
-
   await report(values.out, rows);
 }
 

@@ -143,8 +143,13 @@ export async function startBenchServer(cleanup: Cleanup, env: Record<string, str
   };
   cleanup.add("server, its sandboxes and snapshots", async () => {
     const clear = async (): Promise<void> => {
-      const boxes = await b.api.call<{ sandboxes: { id: string }[] }>("GET", "/boxes?limit=500");
-      for (const x of boxes.sandboxes) await b.api.call("DELETE", `/boxes/${x.id}`);
+      // Several at a time: a delete is mostly waiting for `runsc delete` (density leaves hundreds).
+      for (let round = 0; round < 10; round++) {
+        const boxes = await b.api.call<{ sandboxes: { id: string }[] }>("GET", "/boxes?limit=500");
+        if (boxes.sandboxes.length === 0) break;
+        const failed = (await mapLimit(boxes.sandboxes, 8, (x) => b.api.call("DELETE", `/boxes/${x.id}`))).find((r) => r.status === "rejected");
+        if (failed) throw (failed as PromiseRejectedResult).reason;
+      }
       // A snapshot still building is deleted once its build ends (the server waits for it).
       const snaps = await b.api.call<{ snapshots: { id: string }[] }>("GET", "/snapshots?limit=500");
       for (const s of snaps.snapshots) await b.api.call("DELETE", `/snapshots/${s.id}`);
@@ -163,4 +168,51 @@ export async function startBenchServer(cleanup: Cleanup, env: Record<string, str
     }
   });
   return b;
+}
+
+/** `fn` over `items`, at most `limit` running at a time; every outcome, in the items' order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+  const out: PromiseSettledResult<R>[] = new Array<PromiseSettledResult<R>>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < items.length; i = next++) {
+      try {
+        out[i] = { status: "fulfilled", value: await fn(items[i] as T, i) };
+      } catch (reason) {
+        out[i] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Host MemAvailable (/proc/meminfo), bytes: free memory plus what the kernel can reclaim. */
+export async function memAvailable(): Promise<number> {
+  const m = /^MemAvailable:\s+(\d+) kB$/m.exec(await readFile("/proc/meminfo", "utf8"));
+  if (!m) throw new Error("no MemAvailable in /proc/meminfo");
+  return Number(m[1]) * 1024;
+}
+
+/** One control-plane request with its status and headers (for answers a bench must inspect). */
+export async function rawCall(
+  url: string,
+  apiKey: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; headers: Headers; json: unknown; text: string }> {
+  const res = await fetch(`${url}/v2/sandboxes${path}`, {
+    method,
+    headers: { "x-api-key": apiKey, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: unknown = undefined;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, headers: res.headers, json, text };
 }

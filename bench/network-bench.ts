@@ -4,7 +4,7 @@
  * each against a direct TCP connection from the host to the sandbox's own address, measured
  * in one run.
  *
- *   npx tsx bench/network-bench.ts [--mib 256] [--reps 5] [--wrk-seconds 5] [--out bench/results/network.json]
+ *   npx tsx bench/network-bench.ts [--mib 256] [--reps 5] [--wrk-seconds 5] [--wrk-runs 3] [--out bench/results/network.json]
  */
 import { execFile } from "node:child_process";
 import { connect } from "node:net";
@@ -12,12 +12,8 @@ import { parseArgs, promisify } from "node:util";
 import { SandboxClient } from "@sandbar/sdk";
 import { testImage } from "../test/support/images.js";
 import { pushImage, startRegistry } from "../test/support/registry.js";
-import { freePort, startServerProcess } from "../test/support/server-process.js";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { randomBytes } from "node:crypto";
 import { SERVICE_APP, SERVICE_APP_PATH, startServiceApp } from "../test/support/service-app.js";
+import { Cleanup, cleanUpOnSignals, startBenchServer } from "./harness.js";
 import { report, runMain, summarize, type Row } from "./stats.js";
 
 const run = promisify(execFile);
@@ -119,21 +115,23 @@ async function wrk(url: string, seconds: number, headers: string[] = []): Promis
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { mib: { type: "string", default: "256" }, reps: { type: "string", default: "5" }, "wrk-seconds": { type: "string", default: "5" }, out: { type: "string", default: "bench/results/network.json" } } });
+  const { values } = parseArgs({ options: { mib: { type: "string", default: "256" }, reps: { type: "string", default: "5" }, "wrk-seconds": { type: "string", default: "5" }, "wrk-runs": { type: "string", default: "3" }, out: { type: "string", default: "bench/results/network.json" } } });
   const bytes = Number(values.mib) * 1024 * 1024;
   const reps = Number(values.reps);
   const wrkSeconds = Number(values["wrk-seconds"]);
-  const registry = await startRegistry();
-  const img = await testImage("python");
-  await pushImage(img.layoutDir, img.tag, registry.host, "python:latest");
-  // The server runs as its own process, as deployed: the client's work (framing, WebSocket
-  // masking) must not share one event loop with the server's.
-  const dataDir = await mkdtemp(join(tmpdir(), "sandbar-bench-"));
-  const apiKey = `sb_bench_${randomBytes(8).toString("hex")}`;
-  const server = await startServerProcess(dataDir, apiKey, await freePort());
-  const t = { url: server.url, apiKey };
+  const wrkRuns = Number(values["wrk-runs"]);
+  const cleanup = new Cleanup("network-bench");
+  const detach = cleanUpOnSignals("network-bench", cleanup);
   const rows: Row[] = [];
   try {
+    const registry = await startRegistry();
+    cleanup.add("registry", () => registry.stop());
+    const img = await testImage("python");
+    await pushImage(img.layoutDir, img.tag, registry.host, "python:latest");
+    // The server runs as its own process, as deployed: the client's work (framing, WebSocket
+    // masking) must not share one event loop with the server's.
+    const bench = await startBenchServer(cleanup);
+    const t = { url: bench.server.url, apiKey: bench.apiKey };
     const client = new SandboxClient({ endpoint: t.url, apiKey: t.apiKey });
     const snap = await client.createSnapshot("bench", `${registry.host}/python:latest`);
     const sb = await client.createSandbox({ snapshotId: snap.id });
@@ -167,20 +165,14 @@ async function main(): Promise<void> {
     const svc = await sb.service(8000);
     const viaProxy: number[] = [];
     const direct: number[] = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < wrkRuns; i++) {
       viaProxy.push(await wrk(`${svc.serviceUrl}/`, wrkSeconds, [`X-Langsmith-Sandbox-Service-Token: ${svc.token}`]));
       direct.push(await wrk(`http://${ip}:8000/`, wrkSeconds));
     }
     rows.push({ case: "service URL GET / (wrk -c16)", unit: "req/s", ours: summarize(viaProxy), baseline: summarize(direct), baselineName: "wrk direct to the sandbox address" });
   } finally {
-    const call = (method: string, path: string): Promise<Response> => fetch(`${t.url}/v2/sandboxes${path}`, { method, headers: { "x-api-key": apiKey } });
-    const left = (await (await call("GET", "/boxes")).json()) as { sandboxes: { id: string }[] };
-    for (const b of left.sandboxes) await call("DELETE", `/boxes/${b.id}`);
-    const snaps = (await (await call("GET", "/snapshots")).json()) as { snapshots: { id: string }[] };
-    for (const s of snaps.snapshots) await call("DELETE", `/snapshots/${s.id}`);
-    await server.kill("SIGTERM");
-    await rm(dataDir, { recursive: true, force: true });
-    await registry.stop();
+    await cleanup.run();
+    detach();
   }
   await report(values.out as string, rows);
 }

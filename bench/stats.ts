@@ -1,5 +1,5 @@
 import { mkdir, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 /** Summary statistics for benchmark samples (milliseconds or any unit). */
 export interface Summary {
   n: number;
@@ -33,13 +33,50 @@ export interface Row {
   ours: Summary;
   baseline: Summary;
   baselineName: string;
+  /** What the table should say besides the figures (e.g. a success count), optional. */
+  note?: string;
 }
 
-/** The markdown table docs/benchmarks.md quotes. */
-/** Write the rows as JSON to `out` and print their table. */
-export async function report(out: string, rows: Row[]): Promise<void> {
+/** What every bench writes to bench/results/<bench>.json. */
+export interface BenchResult {
+  /** The bench's name: the results file's base name (core, streaming, ...). */
+  bench: string;
+  date: string;
+  rows: Row[];
+  /** Bench-specific extras (failures with their messages, per-run counts), optional. */
+  details?: unknown;
+}
+
+/** ours.median / baseline.median: the ratio every table shows (read with the unit: ms lower is better, MB/s higher). */
+export function ratio(r: Row): number {
+  return r.ours.median / r.baseline.median;
+}
+
+/**
+ * The markdown table of rows, one line each; with `withBench`, a first column names each row's
+ * bench; a last column holds the notes when any row has one.
+ */
+export function rowsTable(rows: (Row & { bench?: string })[], withBench = false): string[] {
+  const notes = rows.some((r) => r.note);
+  const lines = [
+    `| ${withBench ? "bench | " : ""}case | ours min / median / p95 | baseline min / median / p95 | median ratio | baseline |${notes ? " notes |" : ""}`,
+    `| ${withBench ? "--- | " : ""}--- | --- | --- | --- | --- |${notes ? " --- |" : ""}`,
+  ];
+  for (const r of rows) {
+    const o = r.ours;
+    const b = r.baseline;
+    lines.push(
+      `| ${withBench ? `${r.bench ?? ""} | ` : ""}${r.case} | ${fmt(o.min)} / ${fmt(o.median)} / ${fmt(o.p95)} ${r.unit} | ${fmt(b.min)} / ${fmt(b.median)} / ${fmt(b.p95)} ${r.unit} | ${fmt(ratio(r), 2)}x | ${r.baselineName} |${notes ? ` ${r.note ?? ""} |` : ""}`,
+    );
+  }
+  return lines;
+}
+
+/** Write the rows (and details) as JSON to `out`, named after its base name, and print their table. */
+export async function report(out: string, rows: Row[], details?: unknown): Promise<void> {
   await mkdir(dirname(out), { recursive: true });
-  await writeFile(out, JSON.stringify({ date: new Date().toISOString(), rows }, null, 2));
+  const result: BenchResult = { bench: basename(out).replace(/\.json$/, ""), date: new Date().toISOString(), rows, ...(details === undefined ? {} : { details }) };
+  await writeFile(out, JSON.stringify(result, null, 2));
   printRows(rows);
 }
 
@@ -52,11 +89,5 @@ export function runMain(main: () => Promise<void>): void {
 }
 
 export function printRows(rows: Row[]): void {
-  console.log("| case | ours min / median / p95 | baseline min / median / p95 | median ratio | baseline |");
-  console.log("| --- | --- | --- | --- | --- |");
-  for (const r of rows) {
-    const o = r.ours;
-    const b = r.baseline;
-    console.log(`| ${r.case} | ${fmt(o.min)} / ${fmt(o.median)} / ${fmt(o.p95)} ${r.unit} | ${fmt(b.min)} / ${fmt(b.median)} / ${fmt(b.p95)} ${r.unit} | ${fmt(o.median / b.median, 2)}x | ${r.baselineName} |`);
-  }
+  for (const line of rowsTable(rows)) console.log(line);
 }
