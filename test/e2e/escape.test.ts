@@ -392,6 +392,11 @@ describe.each(RUNTIMES)("escape attempts from inside a sandbox (%s)", (runtime) 
     expect(await probe(a, ["raw_inet", "packet_raw"])).toEqual({ raw_inet: "EPERM", packet_raw: "EPERM" });
   });
 
+  it("the seccomp filter leaves threads and processes alone (clone without CLONE_NEWUSER)", async () => {
+    const r = await w.exec(a, "python3 -c \"import threading, subprocess; t = threading.Thread(target=lambda: None); t.start(); t.join(); print(subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip(), threading.active_count())\"");
+    expect(r.body.stdout).toBe("child 1\n");
+  });
+
   it("leaves nothing on the host once its sandboxes are deleted", async () => {
     for (const sb of [a, b]) expect((await w.t.call("DELETE", `/boxes/${sb.id}`)).status).toBe(204);
     expect(veths.length).toBe(2);

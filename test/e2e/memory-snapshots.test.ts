@@ -144,6 +144,25 @@ describe("memory snapshots: checkpoint, resume, branch", () => {
     expect(await out(sb, "test -e /tmp/count && echo kept || echo fresh")).toBe("fresh");
   });
 
+  it("a warm pool of a memory snapshot holds restored sandboxes: a claim is already running the checkpointed state", async () => {
+    const res = await w.t.call("POST", "/pools", { snapshot_id: snap.id, size: 1 });
+    expect(res.status).toBe(201);
+    const pool = (await res.json()) as { id: string };
+    const deadline = Date.now() + 60_000;
+    while (((await (await w.t.call("GET", `/pools/${pool.id}`)).json()) as { ready: number }).ready < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const claimed = await w.t.call("POST", "/boxes", { snapshot_id: snap.id, name: "mem-pooled" });
+    expect(claimed.status).toBe(201);
+    expect(claimed.headers.get("sandbar-pool")).toBe("claimed");
+    const sb = (await claimed.json()) as SandboxJson;
+    expect(Number(await out(sb, "cat /tmp/count"))).toBeGreaterThanOrEqual(countAtCapture);
+    expect(await out(sb, "cat /opt/tool/VERSION")).toBe("tool v1");
+    // Asking for the files only does not match the pool (its sandboxes are restored).
+    const cold = await w.t.call("POST", "/boxes", { snapshot_id: snap.id, name: "mem-unpooled", restore_memory: false });
+    expect(cold.headers.get("sandbar-pool")).toBe("miss");
+    expect((await w.t.call("DELETE", `/pools/${pool.id}`)).status).toBe(204);
+    for (const name of ["mem-pooled", "mem-unpooled"]) expect((await w.t.call("DELETE", `/boxes/${name}`)).status).toBe(204);
+  });
+
   it("restore_memory: false boots from the snapshot's files only", async () => {
     const r = await w.createSandbox({ snapshot_id: snap.id, name: "mem-cold", restore_memory: false });
     expect(await out(r, "cat /opt/tool/VERSION")).toBe("tool v1");

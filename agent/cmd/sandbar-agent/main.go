@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"sandbar/agent/internal/exec"
+	"sandbar/agent/internal/hostexec"
 	"sandbar/agent/internal/initproc"
 	"sandbar/agent/internal/proc"
 	"sandbar/agent/internal/server"
@@ -93,7 +96,30 @@ func newHandler(cfg config, reaper *initproc.Reaper) *server.Server {
 	})
 }
 
+// hostExec is `sandbar-agent host-exec`: the server's launcher of host
+// programs (internal/hostexec), not the in-sandbox agent.
+func hostExec() {
+	// Die with the server (stdin's end also ends the loop). Signals meant for
+	// the server's process group (^C) are caught, not ignored: an ignored
+	// disposition would be inherited by the programs started here.
+	const prSetPdeathsig = 1
+	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, prSetPdeathsig, uintptr(syscall.SIGKILL), 0)
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	go func() {
+		for range sig {
+		}
+	}()
+	if err := hostexec.Serve(os.Stdin, os.Stdout); err != nil {
+		fatal("host-exec", err)
+	}
+}
+
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "host-exec" && !initproc.IsInit() {
+		hostExec()
+		return
+	}
 	cfg, err := loadConfig()
 	if err != nil {
 		fatal("bad configuration", err)

@@ -31,15 +31,41 @@ type createResponse struct {
 	Created   bool   `json:"created"`
 }
 
+// createBody is the body of POST /sessions: the session, plus what to do
+// right after creating it in the same request.
+type createBody struct {
+	session.CreateRequest
+	// CloseStdin closes the new session's stdin at once (as POST
+	// /sessions/{id}/close-stdin would); ignored for an existing session.
+	CloseStdin bool `json:"close_stdin,omitempty"`
+	// Stream answers with the session's stream from offset 0 instead of
+	// JSON (as GET /sessions/{id}/stream would), saving a round trip.
+	Stream bool `json:"stream,omitempty"`
+}
+
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
-	var req session.CreateRequest
+	var req createBody
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeErr(w, err)
 		return
 	}
-	sess, created, err := s.cfg.Sessions.Create(req)
+	sess, created, err := s.cfg.Sessions.Create(req.CreateRequest)
 	if err != nil {
 		writeErr(w, err)
+		return
+	}
+	if created && req.CloseStdin {
+		// A command that already exited has no stdin left to close.
+		if err := sess.CloseStdin(); err != nil && !errors.Is(err, session.ErrFinished) {
+			writeErr(w, err)
+			return
+		}
+	}
+	if req.Stream {
+		h := w.Header()
+		h.Set("X-Sandbar-Created", strconv.FormatBool(created))
+		h.Set("X-Sandbar-Pid", strconv.Itoa(sess.Pid()))
+		s.stream(w, r, sess, 0, 0)
 		return
 	}
 	apierr.WriteJSON(w, http.StatusOK, createResponse{CommandID: sess.ID(), Pid: sess.Pid(), Created: created})

@@ -168,6 +168,13 @@ func (e *testEnv) streamAll(t *testing.T, id string, outOff, errOff uint64) stre
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp := e.openStream(t, ctx, id, outOff, errOff)
+	return readStream(t, resp)
+}
+
+// readStream reads a whole stream response (until the exit frame and end of
+// body) and closes it.
+func readStream(t *testing.T, resp *http.Response) streamResult {
+	t.Helper()
 	defer resp.Body.Close()
 	var res streamResult
 	for {

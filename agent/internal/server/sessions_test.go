@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,6 +29,50 @@ func TestSessionGetOrCreate(t *testing.T) {
 	if second.Created || second.Pid != first.Pid {
 		t.Fatalf("second create %+v, first %+v", second, first)
 	}
+}
+
+func TestSessionCreateWithStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 0)
+	post := func(body obj) *http.Response {
+		j, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", e.url+"/sessions", bytes.NewReader(j))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	// One request: created, stdin closed (cat ends at once), streamed to the exit frame.
+	resp := post(obj{"command_id": "one", "command": "cat; echo done; echo e >&2", "close_stdin": true, "stream": true})
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/octet-stream" || resp.Header.Get("X-Sandbar-Created") != "true" || resp.Header.Get("X-Sandbar-Pid") == "" {
+		t.Fatalf("create+stream: %d %v", resp.StatusCode, resp.Header)
+	}
+	res := readStream(t, resp)
+	if string(res.stdout) != "done\n" || string(res.stderr) != "e\n" || res.exit.ExitCode() != 0 {
+		t.Fatalf("stdout %q stderr %q exit %d", res.stdout, res.stderr, res.exit.ExitCode())
+	}
+	// The same id again: not created (no second process), the output replayed from 0.
+	again := post(obj{"command_id": "one", "command": "echo other", "close_stdin": true, "stream": true})
+	if again.Header.Get("X-Sandbar-Created") != "false" {
+		t.Fatalf("second create: %v", again.Header)
+	}
+	if res := readStream(t, again); string(res.stdout) != "done\n" {
+		t.Fatalf("replay stdout %q", res.stdout)
+	}
+	// Without close_stdin the command keeps its stdin until told otherwise.
+	open := post(obj{"command_id": "two", "command": "cat", "stream": true})
+	e.do(t, "POST", "/sessions/two/input", "typed\n")
+	e.do(t, "POST", "/sessions/two/close-stdin", nil)
+	if res := readStream(t, open); string(res.stdout) != "typed\n" {
+		t.Fatalf("stdin kept: stdout %q", res.stdout)
+	}
+	// Errors are JSON as usual.
+	bad := post(obj{"command_id": "three", "command": "true", "cwd": "/nonexistent", "stream": true})
+	data, _ := io.ReadAll(bad.Body)
+	bad.Body.Close()
+	wantError(t, bad, data, 400, "BadRequest")
 }
 
 func TestSessionOutputOffsetsAndReconnect(t *testing.T) {

@@ -115,6 +115,8 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
       pools.close();
       for (const s of openSockets) s.close(1001, "server shutting down");
       await sandboxes.drain();
+      await network.close();
+      await rootfs.close();
       await app.close();
       await dns.close();
       store.close();

@@ -1,6 +1,6 @@
 import http from "node:http";
 import type { Socket } from "node:net";
-import type { Readable } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
 import type { ErrorCode } from "@sandbar/shared";
 import { SandbarError } from "../util/errors.js";
 
@@ -38,6 +38,61 @@ export interface AgentRequest {
 const PORT_POOL_IDLE_MS = 4000;
 /** How long connecting to an agent may take before the sandbox counts as unreachable. */
 const CONNECT_TIMEOUT_MS = 5000;
+/**
+ * Idle connections to the agent itself close after this long: far below the agent's own idle
+ * timeout (5 min), so the agent never closes a connection we are about to reuse.
+ */
+const AGENT_POOL_IDLE_MS = 4000;
+/** Connection errors on a reused socket after which an idempotent request is sent again. */
+const RETRYABLE = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
+
+/**
+ * Live clients by agent address. An address (a sandbox's /30) has one owner at a time: a
+ * client made for an address closes the older ones, and the network manager closes them all
+ * when it frees or hands out the address. A connection kept alive from a previous life of the
+ * address is therefore never reused: such a socket leads to a sandbox that no longer exists
+ * and hangs, no reset ever arriving, until the kernel gives up on it (ETIMEDOUT).
+ */
+const live = new Map<string, Set<AgentClient>>();
+
+/** Close every client of the agent at `host` (any port); `reason` fails their requests. */
+export function closeAgentClients(host: string, reason: string): void {
+  for (const [key, set] of live) {
+    if (key.slice(0, key.lastIndexOf(":")) !== host) continue;
+    for (const c of [...set]) c.close(reason);
+  }
+}
+
+/**
+ * Keep-alive pool of one client: idle sockets expire after AGENT_POOL_IDLE_MS (Node's agent
+ * destroys a free socket whose timeout fires); a reused socket gets the request's own timeout
+ * or none, never the idle one.
+ */
+class AgentPool extends http.Agent {
+  constructor(opts: http.AgentOptions) {
+    super(opts);
+    // After Node's own 'free' listener, which has either parked the socket (and cleared its
+    // timeout) or handed it to a queued request.
+    this.on("free", (socket: Socket) => {
+      if (Object.values(this.freeSockets).some((list) => list?.includes(socket))) socket.setTimeout(AGENT_POOL_IDLE_MS);
+    });
+  }
+
+  override reuseSocket(socket: Duplex, req: http.ClientRequest): void {
+    (socket as Socket).setTimeout(0);
+    super.reuseSocket(socket, req);
+  }
+}
+
+/** Whether sending the request again cannot run anything twice. */
+function idempotent(req: AgentRequest): boolean {
+  if (req.body !== undefined && typeof req.body !== "string" && !Buffer.isBuffer(req.body)) return false; // a stream cannot be replayed
+  if (req.method === "GET" || req.method === "HEAD") return true;
+  if (req.method !== "POST") return false;
+  // Sessions are get-or-create by command_id; close-stdin, kill and resize are idempotent too.
+  // /exec and /sessions/{id}/input are not.
+  return req.path === "/sessions" || /^\/sessions\/[^/]+\/(close-stdin|kill|resize)$/.test(req.path);
+}
 
 /** HTTP client of one sandbox's agent (see docs/agent-protocol.md). */
 export class AgentClient {
@@ -48,21 +103,32 @@ export class AgentClient {
   private readonly portPools = new Map<number, http.Agent>();
   private closedReason: string | undefined;
   /**
-   * This client's own connection pool, without keep-alive: under parallel load a reused
-   * socket to a restarted sandbox was seen to hang until ETIMEDOUT, while a fresh connection
-   * over the veth costs about a millisecond. Destroyed with the client.
+   * This client's own keep-alive pool (a new connection into gVisor's netstack costs about a
+   * millisecond per request). It dies with the client, and a client dies with the sandbox's
+   * life at its address (see `live`), so no socket outlives the agent it was made to.
    */
-  private readonly pool = new http.Agent({ keepAlive: false, maxSockets: 64 });
+  private readonly pool = new AgentPool({ keepAlive: true, keepAliveMsecs: 1000, maxSockets: 64, maxFreeSockets: 8, scheduling: "lifo" });
+  private readonly key: string;
 
   constructor(
     readonly host: string,
     readonly port: number,
     private readonly token: string,
-  ) {}
+  ) {
+    this.key = `${host}:${port}`;
+    const set = live.get(this.key) ?? new Set<AgentClient>();
+    for (const older of set) older.close("the sandbox at this address restarted");
+    set.add(this);
+    live.set(this.key, set);
+  }
 
   /** Send a request and return the raw response (status not checked). */
   request(req: AgentRequest): Promise<http.IncomingMessage> {
     if (this.closedReason) return Promise.reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
+    return this.send(req, idempotent(req));
+  }
+
+  private send(req: AgentRequest, mayRetry: boolean): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
       const r = http.request(
         {
@@ -86,9 +152,17 @@ export class AgentClient {
         sock.once("close", () => clearTimeout(timer));
       });
       r.on("timeout", () => r.destroy(new Error("agent request timed out")));
-      r.on("error", (e) => {
-        if (this.closedReason) reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
-        else reject(new SandbarError("SANDBOX_CONNECTION_ERROR", `cannot reach the sandbox agent: ${e.message}`));
+      r.on("error", (e: NodeJS.ErrnoException) => {
+        if (this.closedReason) {
+          reject(new SandbarError("SANDBOX_NOT_READY", this.closedReason));
+          return;
+        }
+        // A kept-alive connection that died while idle: once more on a fresh one.
+        if (mayRetry && r.reusedSocket && RETRYABLE.has(e.code ?? "") && !req.signal?.aborted) {
+          this.send(req, false).then(resolve, reject);
+          return;
+        }
+        reject(new SandbarError("SANDBOX_CONNECTION_ERROR", `cannot reach the sandbox agent: ${e.message}`));
       });
       const body = req.body;
       if (body === undefined) r.end();
@@ -164,9 +238,23 @@ export class AgentClient {
     return pool;
   }
 
+  /**
+   * Close the idle kept-alive connections to the agent, and the idle service connections it
+   * dialed: gVisor refuses to checkpoint a sandbox that has open TCP connections. Requests in
+   * flight are not touched; the next request opens a new connection.
+   */
+  dropIdleConnections(): void {
+    for (const pool of [this.pool, ...this.portPools.values()]) {
+      for (const list of Object.values(pool.freeSockets)) for (const sock of list ?? []) sock.destroy();
+    }
+  }
+
   /** Fail every request in flight and refuse new ones (the sandbox stopped or died). */
   close(reason: string): void {
     this.closedReason = reason;
+    const set = live.get(this.key);
+    set?.delete(this);
+    if (set?.size === 0) live.delete(this.key);
     for (const r of this.inflight) r.destroy(new Error(reason));
     this.inflight.clear();
     for (const sock of this.dialed) sock.destroy();

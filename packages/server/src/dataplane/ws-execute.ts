@@ -149,19 +149,34 @@ class Bridge {
     };
     this.attached = true;
     this.commandId = commandId;
+    let res: IncomingMessage;
     try {
-      const created = await this.agent.json<{ created?: boolean }>("POST", "/sessions", body);
-      if (msg.close_stdin === true && created.created !== false) {
-        // A quick command may have exited already; its stdin is closed either way.
-        await this.post("close-stdin").catch((e: unknown) => {
-          if (!(e instanceof SandbarError && e.extra?.conflict === true)) throw e;
-        });
+      // One round trip: the agent creates the session, closes its stdin when asked and answers
+      // with its stream from offset 0.
+      const payload = JSON.stringify({ ...body, close_stdin: msg.close_stdin === true, stream: true });
+      res = await this.agent.request({
+        method: "POST",
+        path: "/sessions",
+        body: payload,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload) },
+        signal: this.abort.signal,
+      });
+      if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, await readAll(res));
+      if (!isFrameStream(res)) {
+        // An agent from before that (a sandbox started by an older server): JSON, then the
+        // separate close-stdin and stream requests.
+        const created = JSON.parse((await readAll(res)) || "{}") as { created?: boolean };
+        if (msg.close_stdin === true && created.created !== false) {
+          // A quick command may have exited already; its stdin is closed either way.
+          await this.post("close-stdin").catch(ignoreExited);
+        }
+        res = await this.openStream(0, 0);
       }
     } catch (e) {
       this.attached = false;
       throw e;
     }
-    await this.attach(0, 0);
+    this.pipe(res);
   }
 
   private async reconnect(msg: ClientMessage): Promise<void> {
@@ -169,10 +184,10 @@ class Bridge {
     if (typeof msg.command_id !== "string" || !msg.command_id) throw new SandbarError("COMMAND_ERROR", "reconnect needs a command_id");
     this.attached = true;
     this.commandId = msg.command_id;
-    await this.attach(num(msg.stdout_offset, 0), num(msg.stderr_offset, 0));
+    this.pipe(await this.openStream(num(msg.stdout_offset, 0), num(msg.stderr_offset, 0)));
   }
 
-  private async attach(stdoutOffset: number, stderrOffset: number): Promise<void> {
+  private async openStream(stdoutOffset: number, stderrOffset: number): Promise<IncomingMessage> {
     const id = encodeURIComponent(this.commandId ?? "");
     const res = await this.agent.request({
       method: "GET",
@@ -185,6 +200,11 @@ class Bridge {
       if (res.statusCode === 410) throw new SandbarError("SESSION_EXPIRED", `Session expired: ${this.commandId ?? ""}`);
       throw agentError(res.statusCode ?? 500, text);
     }
+    return res;
+  }
+
+  /** Forward the agent's frames to the client until the stream ends. */
+  private pipe(res: IncomingMessage): void {
     this.stream = res;
     const frames = res.pipe(new FrameDecoder());
     let exited = false;
@@ -250,6 +270,11 @@ class Bridge {
     if (res.statusCode === 409) throw new SandbarError("COMMAND_ERROR", "the command has already exited", undefined, { conflict: true });
     if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, text);
   }
+}
+
+/** An agent answer carrying stream frames rather than JSON. */
+function isFrameStream(res: IncomingMessage): boolean {
+  return (res.headers["content-type"] ?? "").startsWith("application/octet-stream");
 }
 
 function wireType(e: SandbarError): string {

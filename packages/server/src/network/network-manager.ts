@@ -1,9 +1,15 @@
-import { readdir, writeFile } from "node:fs/promises";
+import { close as closeFd, open as openFd } from "node:fs";
+import { readdir, rm, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { NetworkPolicy } from "@sandbar/shared";
 import type { DnsPolicy } from "./dns-proxy.js";
 import { run } from "../util/proc.js";
 import { blockAt, parseSubnet, type Block } from "./addresses.js";
+import { closeAgentClients } from "../agent/agent-client.js";
+import { exists } from "../util/fs.js";
 
 /** Prefix of every host-side veth; the firewall matches on it. */
 export const VETH_PREFIX = "sbx";
@@ -15,6 +21,26 @@ export const TABLE = "sandbar";
  * loopback, link-local (cloud metadata at 169.254.169.254), multicast and reserved space.
  */
 const ALWAYS_CLOSED = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "100.100.100.200", "224.0.0.0/4", "240.0.0.0/4"];
+
+/** Namespaces kept ready by default (veth, addresses and routes made) so a boot only names one. */
+export const DEFAULT_SPARE_NETWORKS = 2;
+/** A refill starts this long after the last claim, so it does not compete with that boot. */
+const REFILL_DELAY_MS = 300;
+
+/**
+ * A network made ahead of a boot. Its namespace has no name: only this open file descriptor
+ * holds it, so a spare never outlives the server process (the kernel frees the namespace, and
+ * the veth pair with it, when the descriptor closes) and nothing about it needs reconciling
+ * after a crash. (A raw descriptor, not a FileHandle, which Node would close on garbage
+ * collection with a warning.)
+ */
+interface SpareNetwork {
+  index: number;
+  fd: number;
+}
+
+const openNs = promisify(openFd);
+const closeNs = (fd: number): Promise<void> => new Promise((resolve) => closeFd(fd, () => resolve()));
 
 /** A sandbox's network: its namespace and addresses. */
 export interface SandboxNetwork extends Block {
@@ -30,6 +56,18 @@ export interface SandboxNetwork extends Block {
  */
 export class NetworkManager {
   private readonly claiming = new Set<number>();
+  private readonly spares: SpareNetwork[] = [];
+  private refilling: Promise<void> | undefined;
+  private refillTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Spares are named only while they are being made, with this prefix (not the sandboxes'). */
+  private readonly sparePrefix: string;
+  /**
+   * Where the next search for a free block starts. Blocks are handed out round the subnet from
+   * a random start, so a block just freed is not taken again at once, and servers sharing the
+   * host rarely race for the same one.
+   */
+  private cursor: number;
   private dnsPort = 0;
   /** Block index of each sandbox with rules, and the policy behind each sandbox address. */
   private readonly bySandbox = new Map<string, number>();
@@ -40,8 +78,12 @@ export class NetworkManager {
     /** Namespace names start with this; it is unique per server instance. */
     private readonly netnsPrefix: string,
     private readonly log: Logger,
+    /** How many spare networks to keep ready (0: none; every create makes its own). */
+    private readonly spareCount = DEFAULT_SPARE_NETWORKS,
   ) {
-    parseSubnet(subnet);
+    const { blocks } = parseSubnet(subnet);
+    this.sparePrefix = `spare-${netnsPrefix}`;
+    this.cursor = 1 + Math.floor(Math.random() * (blocks - 1));
   }
 
   /**
@@ -79,6 +121,20 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     // Egress needs routing; the forward chain above decides what may pass.
     await writeFile("/proc/sys/net/ipv4/ip_forward", "1\n").catch((e: unknown) => this.log.warn({ err: String(e) }, "could not enable IPv4 forwarding; sandboxes will have no egress"));
     await this.reconcile();
+    // A spare still named is one a crash interrupted while it was being made.
+    for (const name of await readdir(NETNS_DIR).catch(() => [] as string[])) {
+      if (name.startsWith(this.sparePrefix)) await this.destroyNetns(name);
+    }
+    this.scheduleRefill(0);
+  }
+
+  /** Drop the spare networks and make no more (shutdown). Sandboxes' networks stay. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.refillTimer) clearTimeout(this.refillTimer);
+    this.refillTimer = undefined;
+    await this.refilling;
+    await this.dropSpares();
   }
 
   /** The port of the DNS proxy that sandboxes' port-53 traffic is redirected to. */
@@ -220,17 +276,28 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     return `${this.netnsPrefix}${sandboxId}`;
   }
 
-  /** Create the namespace and veth for a sandbox; `preferred` reuses its old block. */
+  /**
+   * Create the namespace and veth for a sandbox; `preferred` reuses its old block when it is
+   * free. Otherwise a spare network is claimed when one is ready (naming its namespace is all
+   * that is left to do), else one is made now.
+   */
   async create(sandboxId: string, preferred?: number | null): Promise<SandboxNetwork> {
     const netns = this.netnsName(sandboxId);
     await this.destroyNetns(netns);
-    const { blocks } = parseSubnet(this.subnet);
     const used = await this.usedIndexes();
-    const candidates: number[] = [];
-    if (preferred && !used.has(preferred) && !this.claiming.has(preferred)) candidates.push(preferred);
-    for (let i = 1; i < blocks && candidates.length < 64; i++) {
-      if (!used.has(i) && !this.claiming.has(i) && i !== preferred) candidates.push(i);
+    const keepBlock = !!preferred && !used.has(preferred) && !this.claiming.has(preferred);
+    if (!keepBlock) {
+      const spare = this.spares.shift();
+      if (spare) {
+        this.scheduleRefill();
+        try {
+          return await this.claim(spare, netns);
+        } catch (e) {
+          this.log.warn({ sandboxId, err: (e as Error).message }, "claiming a spare network failed; making one");
+        }
+      }
     }
+    const candidates = keepBlock && preferred ? [preferred, ...this.freeBlocks(used, 63, preferred)] : this.freeBlocks(used, 64);
     for (const index of candidates) {
       this.claiming.add(index);
       try {
@@ -241,6 +308,94 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
       }
     }
     throw new Error(`no free address block in ${this.subnet}`);
+  }
+
+  /** Give a spare network the sandbox's namespace name: one bind mount. */
+  private async claim(spare: SpareNetwork, netns: string): Promise<SandboxNetwork> {
+    const block = blockAt(this.subnet, spare.index);
+    const path = join(NETNS_DIR, netns);
+    try {
+      await writeFile(path, "", { flag: "wx", mode: 0 });
+      // --no-canonicalize: mount(8) would resolve the descriptor's link to "net:[inode]".
+      await run(["mount", "--no-canonicalize", "--bind", `/proc/${process.pid}/fd/${spare.fd}`, path]).catch(async (e: unknown) => {
+        await rm(path, { force: true });
+        throw e;
+      });
+    } finally {
+      // The name holds the namespace now (or, on failure, nothing does and it goes).
+      await closeNs(spare.fd);
+    }
+    closeAgentClients(block.sandboxIp, "the sandbox at this address is gone");
+    return { ...block, netns, netnsPath: path, veth: `${VETH_PREFIX}${spare.index}` };
+  }
+
+  /** Make spares up to `spareCount`, soon, one after another, in the background. */
+  private scheduleRefill(delayMs = REFILL_DELAY_MS): void {
+    if (this.closed || this.spareCount <= 0) return;
+    if (this.refillTimer) clearTimeout(this.refillTimer);
+    this.refillTimer = setTimeout(() => {
+      this.refillTimer = undefined;
+      if (this.refilling) return;
+      this.refilling = this.refill().finally(() => {
+        this.refilling = undefined;
+      });
+    }, delayMs);
+    this.refillTimer.unref();
+  }
+
+  private async refill(): Promise<void> {
+    while (!this.closed && this.spares.length < this.spareCount) {
+      try {
+        const spare = await this.makeSpare();
+        if (this.closed) await closeNs(spare.fd);
+        else this.spares.push(spare);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, "making a spare network failed");
+        return;
+      }
+    }
+  }
+
+  /**
+   * A spare: the namespace is made under a temporary name, configured like a sandbox's, opened,
+   * and unnamed again (`ip netns del` only unmounts the name; the open handle keeps it).
+   */
+  private async makeSpare(): Promise<SpareNetwork> {
+    const name = `${this.sparePrefix}${randomBytes(4).toString("hex")}`;
+    for (const index of this.freeBlocks(await this.usedIndexes(), 64)) {
+      this.claiming.add(index);
+      try {
+        if (!(await this.tryCreate(name, name, index))) continue;
+        let fd: number | undefined;
+        try {
+          fd = await openNs(join(NETNS_DIR, name), "r");
+          await run(["ip", "netns", "del", name]);
+          return { index, fd };
+        } catch (e) {
+          if (fd !== undefined) await closeNs(fd);
+          await this.destroyNetns(name);
+          throw e;
+        }
+      } finally {
+        this.claiming.delete(index);
+      }
+    }
+    throw new Error(`no free address block in ${this.subnet}`);
+  }
+
+  private async dropSpares(): Promise<void> {
+    for (const spare of this.spares.splice(0)) await closeNs(spare.fd);
+  }
+
+  /** Up to `limit` blocks that look free, from the cursor on (`skip` left out). */
+  private freeBlocks(used: Set<number>, limit: number, skip?: number): number[] {
+    const { blocks } = parseSubnet(this.subnet);
+    const out: number[] = [];
+    for (let k = 0; k < blocks - 1 && out.length < limit; k++) {
+      const i = 1 + ((this.cursor - 1 + k) % (blocks - 1));
+      if (!used.has(i) && !this.claiming.has(i) && i !== skip) out.push(i);
+    }
+    return out;
   }
 
   private async tryCreate(sandboxId: string, netns: string, index: number): Promise<SandboxNetwork | undefined> {
@@ -259,6 +414,10 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
       await this.destroyNetns(netns);
       throw new Error(`network setup inside ${netns} failed: ${r2.stderr.trim()}`);
     }
+    const { blocks } = parseSubnet(this.subnet);
+    this.cursor = 1 + (index % (blocks - 1));
+    // The address has a new owner: nothing kept from its previous life may be reused.
+    closeAgentClients(block.sandboxIp, "the sandbox at this address is gone");
     return { ...block, netns, netnsPath: `${NETNS_DIR}/${netns}`, veth };
   }
 
@@ -267,23 +426,45 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
    * `index` is the block it had, when the caller knows it. Idempotent.
    */
   async destroy(sandboxId: string, index?: number | null): Promise<void> {
-    await this.destroyNetns(this.netnsName(sandboxId));
-    const n = this.bySandbox.get(sandboxId) ?? index ?? undefined;
+    const netns = this.netnsName(sandboxId);
+    const known = this.bySandbox.get(sandboxId);
+    const n = known ?? index ?? undefined;
     this.bySandbox.delete(sandboxId);
-    if (n === undefined) return;
     // Only this sandbox's entry: a stale index may belong to another sandbox by now.
     for (const [ip, e] of this.byIp) if (e.sandboxId === sandboxId) this.byIp.delete(ip);
+    if (known !== undefined && (await exists(join(NETNS_DIR, netns)))) {
+      // Its rules while its veth still holds the index: once the veth is gone, a spare being
+      // made (by this server or another) may take the index at once.
+      await this.removeRules(known);
+      await this.destroyNetns(netns);
+      this.addressFreed(known);
+      return;
+    }
+    await this.destroyNetns(netns);
+    if (n === undefined) return;
     // Another sandbox may have claimed the index meanwhile; its rules are not ours to remove.
     if (this.claiming.has(n)) return;
     this.claiming.add(n);
     try {
-      if (!(await this.usedIndexes()).has(n)) await this.removeRules(n);
+      if (!(await this.usedIndexes()).has(n)) {
+        await this.removeRules(n);
+        this.addressFreed(n);
+      }
     } finally {
       this.claiming.delete(n);
     }
   }
 
+  /**
+   * Connections to the address lead nowhere now (a client made while the sandbox was being
+   * stopped would otherwise keep sockets that hang).
+   */
+  private addressFreed(index: number): void {
+    closeAgentClients(blockAt(this.subnet, index).sandboxIp, "the sandbox's network was removed");
+  }
+
   private async destroyNetns(netns: string): Promise<void> {
+    if (!(await exists(join(NETNS_DIR, netns)))) return;
     // The kernel frees a namespace (and so the veth pair) lazily, on a work queue; deleting
     // the pair from inside is immediate, so the block's index is free when this returns.
     await run(["ip", "-n", netns, "link", "del", "eth0"], { check: false });
@@ -304,10 +485,14 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
     return names.filter((n) => n.startsWith(this.netnsPrefix)).map((n) => n.slice(this.netnsPrefix.length));
   }
 
+  /** Block indexes whose host-side veth exists (on this host, whoever made it). */
   private async usedIndexes(): Promise<Set<number>> {
-    const r = await run(["ip", "-o", "link", "show", "type", "veth"], { check: false });
     const used = new Set<number>();
-    for (const m of r.stdout.matchAll(new RegExp(`^\\d+: ${VETH_PREFIX}(\\d+)[@:]`, "gm"))) used.add(Number(m[1]));
+    const re = new RegExp(`^${VETH_PREFIX}(\\d+)$`);
+    for (const name of await readdir("/sys/class/net").catch(() => [] as string[])) {
+      const m = re.exec(name);
+      if (m) used.add(Number(m[1]));
+    }
     return used;
   }
 }

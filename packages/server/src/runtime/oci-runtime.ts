@@ -1,4 +1,3 @@
-import { open } from "node:fs/promises";
 import { run } from "../util/proc.js";
 import type { ContainerState, SandboxRuntime, StartOptions } from "./runtime.js";
 
@@ -62,15 +61,12 @@ export class OciRuntime implements SandboxRuntime {
   }
 
   private async launch(what: string, args: string[], logFile: string): Promise<void> {
-    const log = await open(logFile, "a");
     try {
       // detached: the container must not share our session or die with us.
-      await run(this.runWrapper(this.argv(...args)), { stdio: ["ignore", log.fd, log.fd], detached: true, timeoutMs: 120_000 });
+      await run(this.runWrapper(this.argv(...args)), { logFile, detached: true, timeoutMs: 120_000 });
     } catch (e) {
       const tail = await readTail(logFile);
       throw new Error(`${this.name} ${what} failed: ${(e as Error).message}${tail ? `; log: ${tail}` : ""}`);
-    } finally {
-      await log.close();
     }
   }
 

@@ -54,7 +54,7 @@ const ENOSYS = 38;
  * Syscalls refused on top of the dropped capabilities. The kernel keyring is not namespaced
  * (under runc a sandbox would share host root's keyring); a user namespace would give back
  * CAP_NET_RAW and others (under gVisor it reopens raw and packet sockets). clone3 answers
- * ENOSYS because its flags cannot be inspected; libc then falls back to clone. Under runsc the
+ * ENOSYS under runc because its flags cannot be inspected; libc then falls back to clone. Under runsc the
  * filter is applied by the Sentry (`--oci-seccomp`).
  */
 export function seccompProfile(runtime: "runsc" | "runc"): Record<string, unknown> {
@@ -65,7 +65,9 @@ export function seccompProfile(runtime: "runsc" | "runc"): Record<string, unknow
     syscalls: [
       { names: ["add_key", "keyctl", "request_key"], action: "SCMP_ACT_ERRNO", errnoRet: EPERM },
       { names: ["unshare", "clone"], action: "SCMP_ACT_ERRNO", errnoRet: EPERM, args: newUser },
-      { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS },
+      // gVisor does not take errnoRet here (a refused clone3 stops glibc's threads); it has no
+      // clone3 of its own either, so libc already falls back to clone, which the rule above sees.
+      ...(runtime === "runc" ? [{ names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: ENOSYS }] : []),
     ],
   };
 }

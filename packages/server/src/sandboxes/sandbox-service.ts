@@ -34,7 +34,7 @@ export interface SandboxServiceDeps {
   log: Logger;
 }
 
-const BOOT_POLL_MS = 5;
+const BOOT_POLL_MS = 1;
 /** Kernel hostname of pooled sandboxes (claimed ones keep it; their files name them). */
 const POOL_HOSTNAME = "sandbox";
 
@@ -279,10 +279,21 @@ export class SandboxService {
     rec.runtime = runtime.name;
     await this.d.store.updateSandbox(rec.id, { runtime: runtime.name });
     try {
-      const paths = await this.d.rootfs.mount(rec.id, rec.fs_capacity_bytes, snap.layers.map(digestHex));
-      const net = await this.d.network.create(rec.id, rec.net_index);
-      await this.d.store.updateSandbox(rec.id, { net_index: net.index });
-      await this.d.network.applyPolicy(rec.id, net, rec.network_policy);
+      // Disk and network at once; both settle before a failure is thrown, so the clean-up
+      // never races a half that is still being made.
+      const [mounted, networked] = await Promise.allSettled([
+        this.d.rootfs.mount(rec.id, rec.fs_capacity_bytes, snap.layers.map(digestHex)),
+        (async () => {
+          const made = await this.d.network.create(rec.id, rec.net_index);
+          await this.d.store.updateSandbox(rec.id, { net_index: made.index });
+          await this.d.network.applyPolicy(rec.id, made, rec.network_policy);
+          return made;
+        })(),
+      ]);
+      if (mounted.status === "rejected") throw mounted.reason;
+      if (networked.status === "rejected") throw networked.reason;
+      const paths = mounted.value;
+      const net = networked.value;
       const hostnameFile = join(paths.dir, "hostname");
       const hostsFile = join(paths.dir, "hosts");
       const resolvFile = join(paths.dir, "resolv.conf");
@@ -310,16 +321,26 @@ export class SandboxService {
       });
       await writeFile(join(paths.bundle, "config.json"), JSON.stringify(spec));
       const launch = { containerId: this.containerId(rec.id), bundleDir: paths.bundle, logFile: join(paths.dir, "console.log") };
-      // From a memory snapshot the first boot resumes its processes; a later start boots cold.
-      if (restoreFrom !== undefined) {
-        try {
-          await runtime.restore({ ...launch, imageDir: restoreFrom });
-        } catch (e) {
-          throw new RestoreFailedError((e as Error).message);
-        }
-      } else await runtime.start(launch);
       const agent = new AgentClient(net.sandboxIp, this.d.config.agentPort, rec.agent_token);
-      await this.waitForAgent(agent, 30_000);
+      // The agent often listens before `runsc run` returns: it is probed from the start.
+      let launchFailed = false;
+      const answered = this.waitForAgent(agent, 30_000, () => launchFailed);
+      try {
+        // From a memory snapshot the first boot resumes its processes; a later start boots cold.
+        if (restoreFrom !== undefined) {
+          try {
+            await runtime.restore({ ...launch, imageDir: restoreFrom });
+          } catch (e) {
+            throw new RestoreFailedError((e as Error).message);
+          }
+        } else await runtime.start(launch);
+      } catch (e) {
+        launchFailed = true;
+        await answered.catch(() => undefined);
+        agent.close("the sandbox failed to start");
+        throw e;
+      }
+      await answered;
       this.agents.set(rec.id, agent);
       // A delete that came in meanwhile (it waits for this boot) wins: no revival as ready.
       if (!(await this.d.store.updateSandboxIf(rec.id, "provisioning", { status: "ready", status_message: null, stopped_at: null, updated_at: nowIso(), last_active_at: nowIso() }))) {
@@ -338,13 +359,14 @@ export class SandboxService {
     }
   }
 
-  private async waitForAgent(agent: AgentClient, ms: number): Promise<void> {
+  /** Poll the agent's /healthz until it answers, `ms` pass, or `stop()` says to give up. */
+  private async waitForAgent(agent: AgentClient, ms: number, stop: () => boolean = () => false): Promise<void> {
     const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
+    while (Date.now() < deadline && !stop()) {
       if (await agent.health(500)) return;
       await new Promise((r) => setTimeout(r, BOOT_POLL_MS));
     }
-    throw new Error("the sandbox agent did not answer within 30s");
+    throw new Error(stop() ? "the sandbox did not start" : "the sandbox agent did not answer within 30s");
   }
 
   /** Stop the container and free its network and mounts; files stay. Idempotent. */
@@ -475,16 +497,40 @@ export class SandboxService {
     const dir = this.savedMemoryDir(s.id);
     const cid = this.containerId(s.id);
     try {
-      await rm(dir, { recursive: true, force: true });
-      await mkdir(dir, { recursive: true });
-      await runtime.pause(cid);
-      await runtime.checkpoint(cid, dir);
-      return true;
+      for (let attempt = 0; ; attempt++) {
+        await rm(dir, { recursive: true, force: true });
+        await mkdir(dir, { recursive: true });
+        await this.closeIdleConnections(s.id, attempt);
+        await runtime.pause(cid);
+        try {
+          await runtime.checkpoint(cid, dir);
+          return true;
+        } catch (e) {
+          if (!this.retryCheckpoint(e, attempt, s.id)) throw e;
+          await runtime.resume(cid);
+        }
+      }
     } catch (e) {
       this.d.log.warn({ sandboxId: s.id, err: (e as Error).message }, "saving memory before stop failed; stopping without it");
       await rm(dir, { recursive: true, force: true });
       return false;
     }
+  }
+
+  /**
+   * gVisor refuses to save a sandbox with an open TCP connection, ours to its agent included:
+   * the idle kept-alive ones are closed first, and the agent is given a moment to close its end.
+   */
+  private async closeIdleConnections(id: string, attempt: number): Promise<void> {
+    this.agents.get(id)?.dropIdleConnections();
+    await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
+  }
+
+  /** A checkpoint refused for a connection still open (one came in meanwhile) is tried again, twice. */
+  private retryCheckpoint(e: unknown, attempt: number, id: string): boolean {
+    const again = attempt < 2 && /cannot be saved in connected state/.test((e as Error).message);
+    if (again) this.d.log.warn({ sandboxId: id, attempt }, "checkpoint refused for an open connection; trying again");
+    return again;
   }
 
   private async forgetSavedMemory(id: string): Promise<void> {
@@ -511,16 +557,24 @@ export class SandboxService {
       if (cur.status === "ready") {
         const runtime = this.runtimeOf(cur);
         const cid = this.containerId(cur.id);
-        const started = Date.now();
-        await runtime.pause(cid);
-        try {
-          // Files and memory from the same frozen instant: the restored processes find the
-          // files exactly as they left them.
-          await tarUpper();
-          if (memoryDir !== undefined) await runtime.checkpoint(cid, memoryDir);
-        } finally {
-          await runtime.resume(cid);
-          this.d.log.info({ sandboxId: cur.id, pausedMs: Date.now() - started, memory: memoryDir !== undefined }, "sandbox paused for a capture");
+        for (let attempt = 0; ; attempt++) {
+          if (memoryDir !== undefined) await this.closeIdleConnections(cur.id, attempt);
+          const started = Date.now();
+          await runtime.pause(cid);
+          try {
+            // Files and memory from the same frozen instant: the restored processes find the
+            // files exactly as they left them.
+            await tarUpper();
+            if (memoryDir !== undefined) await runtime.checkpoint(cid, memoryDir);
+            break;
+          } catch (e) {
+            if (memoryDir === undefined || !this.retryCheckpoint(e, attempt, cur.id)) throw e;
+            await rm(memoryDir, { recursive: true, force: true });
+            await mkdir(memoryDir, { recursive: true });
+          } finally {
+            await runtime.resume(cid);
+            this.d.log.info({ sandboxId: cur.id, pausedMs: Date.now() - started, memory: memoryDir !== undefined }, "sandbox paused for a capture");
+          }
         }
       } else if (cur.status === "stopped") {
         await this.d.rootfs.mount(cur.id, cur.fs_capacity_bytes, snap.layers.map(digestHex));
@@ -677,6 +731,9 @@ export class SandboxService {
         await this.lock.run(s.id, async () => {
           const cur = await this.d.store.getSandboxById(s.id);
           if (cur?.status !== "ready") return;
+          // The list above may predate a stop and start that happened meanwhile: ask again.
+          const stateNow = await this.runtimeOf(cur).state(this.containerId(s.id));
+          if (stateNow === "running" || stateNow === "paused") return;
           const message = "the sandbox stopped unexpectedly (most often: memory use beyond mem_bytes); files are kept, start it again";
           this.d.log.warn({ sandboxId: s.id, state }, "sandbox died");
           await this.releaseCompute(cur, message);
