@@ -18,9 +18,7 @@
  * Rows: latency of the successful creates (min/median/p95 over the N), and the success rate.
  */
 import { parseArgs } from "node:util";
-import { testImage } from "../test/support/images.js";
-import { pushImage, startRegistry } from "../test/support/registry.js";
-import { Cleanup, cleanUpOnSignals, mapLimit, rawCall, startBenchServer, type SnapshotJson } from "./harness.js";
+import { busyboxBench, Cleanup, cleanUpOnSignals, mapLimit, rawCall } from "./harness.js";
 import { RawRunsc, type RawContainer } from "./raw-runsc.js";
 import { fmt, report, runMain, summarize, timed, type Row } from "./stats.js";
 
@@ -47,14 +45,8 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   let details: Record<string, unknown> = {};
   try {
-    const registry = await startRegistry();
-    cleanup.add("registry", () => registry.stop());
-    const img = await testImage("busybox");
-    await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
-    const bench = await startBenchServer(cleanup);
+    const { bench, snap } = await busyboxBench(cleanup);
     const { api, dataDir } = bench;
-    const created = await api.call<SnapshotJson>("POST", "/snapshots", { name: "bench", docker_image: `${registry.host}/busybox:latest` });
-    const snap = await api.waitSnapshot(created.id);
 
     const seq: number[] = [];
     for (let i = 0; i < sequential; i++) {

@@ -14,9 +14,7 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { parseArgs, promisify } from "node:util";
-import { testImage } from "../test/support/images.js";
-import { pushImage, startRegistry } from "../test/support/registry.js";
-import { Cleanup, cleanUpOnSignals, startBenchServer, type SnapshotJson } from "./harness.js";
+import { busyboxBench, Cleanup, cleanUpOnSignals } from "./harness.js";
 import { RawRunsc } from "./raw-runsc.js";
 import { report, runMain, summarize, timed, type Row } from "./stats.js";
 
@@ -35,14 +33,8 @@ async function main(): Promise<void> {
   const detach = cleanUpOnSignals("core-bench", cleanup);
   const rows: Row[] = [];
   try {
-    const registry = await startRegistry();
-    cleanup.add("registry", () => registry.stop());
-    const img = await testImage("busybox");
-    await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
-    const bench = await startBenchServer(cleanup);
+    const { bench, snap } = await busyboxBench(cleanup);
     const { api, dataDir, apiKey } = bench;
-    const created = await api.call<SnapshotJson>("POST", "/snapshots", { name: "bench", docker_image: `${registry.host}/busybox:latest` });
-    const snap = await api.waitSnapshot(created.id);
 
     // --- create -> ready, ours
     const ours: number[] = [];

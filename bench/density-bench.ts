@@ -32,9 +32,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { testImage } from "../test/support/images.js";
-import { pushImage, startRegistry } from "../test/support/registry.js";
-import { Cleanup, cleanUpOnSignals, mapLimit, memAvailable, rawCall, startBenchServer, type SnapshotJson } from "./harness.js";
+import { busyboxBench, Cleanup, cleanUpOnSignals, mapLimit, memAvailable, rawCall } from "./harness.js";
 import { RawRunsc, type RawContainer } from "./raw-runsc.js";
 import { fmt, report, runMain, summarize, type Row } from "./stats.js";
 
@@ -89,14 +87,8 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   let details: Record<string, unknown> = {};
   try {
-    const registry = await startRegistry();
-    cleanup.add("registry", () => registry.stop());
-    const img = await testImage("busybox");
-    await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
-    const bench = await startBenchServer(cleanup);
+    const { bench, snap } = await busyboxBench(cleanup);
     const { api, dataDir } = bench;
-    const created = await api.call<SnapshotJson>("POST", "/snapshots", { name: "bench", docker_image: `${registry.host}/busybox:latest` });
-    const snap = await api.waitSnapshot(created.id);
     const settings = { snapshot_id: snap.id, wait_for_ready: true, timeout: 120, mem_bytes: memMib * MIB, fs_capacity_bytes: 64 * MIB, idle_ttl_seconds: 0 };
 
     // --- ours: idle sandboxes, one after another, MemAvailable per batch

@@ -7,6 +7,8 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, startServerProcess, type ServerProcess } from "../test/support/server-process.js";
+import { testImage } from "../test/support/images.js";
+import { pushImage, startRegistry } from "../test/support/registry.js";
 
 /**
  * Undo steps, run last-in first-out at the end, or one early through the function add()
@@ -215,4 +217,18 @@ export async function rawCall(
     // not JSON
   }
   return { status: res.status, headers: res.headers, json, text };
+}
+
+/**
+ * What most benches start from: the busybox test image in a throwaway registry (stopped by
+ * `cleanup`), a server process, and a ready snapshot of the image named `name`.
+ */
+export async function busyboxBench(cleanup: Cleanup, name = "bench"): Promise<{ bench: BenchServer; snap: SnapshotJson }> {
+  const registry = await startRegistry();
+  cleanup.add("registry", () => registry.stop());
+  const img = await testImage("busybox");
+  await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
+  const bench = await startBenchServer(cleanup);
+  const created = await bench.api.call<SnapshotJson>("POST", "/snapshots", { name, docker_image: `${registry.host}/busybox:latest` });
+  return { bench, snap: await bench.api.waitSnapshot(created.id) };
 }

@@ -21,9 +21,7 @@
  * JSON with no rows and `details.skipped`.
  */
 import { parseArgs } from "node:util";
-import { testImage } from "../test/support/images.js";
-import { pushImage, startRegistry } from "../test/support/registry.js";
-import { Cleanup, cleanUpOnSignals, rawCall, startBenchServer, type SnapshotJson } from "./harness.js";
+import { busyboxBench, Cleanup, cleanUpOnSignals, rawCall } from "./harness.js";
 import { RawRunsc } from "./raw-runsc.js";
 import { fmt, report, runMain, summarize, type Row } from "./stats.js";
 
@@ -54,15 +52,9 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   let details: Record<string, unknown> = {};
   try {
-    const registry = await startRegistry();
-    cleanup.add("registry", () => registry.stop());
-    const img = await testImage("busybox");
-    await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
-    const bench = await startBenchServer(cleanup);
+    const { bench, snap } = await busyboxBench(cleanup);
     const { api, dataDir } = bench;
     const call = (method: string, path: string, body?: unknown): ReturnType<typeof rawCall> => rawCall(bench.server.url, bench.apiKey, method, path, body);
-    const created = await api.call<SnapshotJson>("POST", "/snapshots", { name: "bench", docker_image: `${registry.host}/busybox:latest` });
-    const snap = await api.waitSnapshot(created.id);
 
     const made = await call("POST", "/pools", { snapshot_id: snap.id, size });
     if (made.status === 404) {

@@ -16,10 +16,8 @@ import { randomBytes } from "node:crypto";
 import { readdir, readFile, writeFile, mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { testImage } from "../test/support/images.js";
-import { pushImage, startRegistry } from "../test/support/registry.js";
 import { hostResources } from "../test/support/host-resources.js";
-import { Cleanup, cleanUpOnSignals, mapLimit, startBenchServer, type BenchServer, type SnapshotJson } from "./harness.js";
+import { type BenchServer, busyboxBench, Cleanup, cleanUpOnSignals, mapLimit } from "./harness.js";
 
 interface Box {
   id: string;
@@ -80,13 +78,8 @@ async function main(): Promise<void> {
   const cleanup = new Cleanup("soak-bench");
   const detach = cleanUpOnSignals("soak-bench", cleanup);
   try {
-    const registry = await startRegistry();
-    cleanup.add("registry", () => registry.stop());
-    const img = await testImage("busybox");
-    await pushImage(img.layoutDir, img.tag, registry.host, "busybox:latest");
-    const bench = await startBenchServer(cleanup);
+    const { bench, snap } = await busyboxBench(cleanup, "soak");
     const { api } = bench;
-    const snap = await api.waitSnapshot((await api.call<SnapshotJson>("POST", "/snapshots", { name: "soak", docker_image: `${registry.host}/busybox:latest` })).id);
     const pid = bench.server.child.pid ?? 0;
     // Warm up (first boots fill caches), then take the baseline.
     await api.call("DELETE", `/boxes/${(await api.call<Box>("POST", "/boxes", { snapshot_id: snap.id })).id}`);
