@@ -150,6 +150,9 @@ func main() {
 	}
 	logJSON(line)
 
+	// Threads for later, while the sandbox's pids limit still has room (see ReserveThreads).
+	go initproc.ReserveThreads(initproc.ReservedThreads)
+
 	srv := server.NewHTTPServer(handler)
 	go func() {
 		if err := srv.Serve(ln); err != nil {
