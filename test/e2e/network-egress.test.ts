@@ -122,6 +122,7 @@ describe("egress policy per sandbox", () => {
     expect(await out(sb, fetchCmd(up.ipB, 8080))).toBe(`open upstream ${up.ipB}`);
     expect(await out(sb, resolveCmd("other.sandbar.test"))).toBe(`resolved ${up.ipB}`);
     expect(await out(sb, fetchCmd(up.metadataIp, 80))).toMatch(/^blocked/);
+    expect(await out(sb, fetchCmd(up.subnetIp, 8080))).toMatch(/^blocked/);
     const gw = await gateway(sb);
     expect(await out(sb, fetchCmd(gw, hostPort))).toMatch(/^blocked/);
     const serverPort = Number(new URL(w.t.url).port);
@@ -147,6 +148,13 @@ describe("egress policy per sandbox", () => {
   it("an explicit allow_cidrs entry opens the metadata address (control: the route exists)", async () => {
     const sb = await sandbox("eg-meta", { egress: "allow_all", allow_cidrs: [`${up.metadataIp}/32`] });
     expect(await out(sb, fetchCmd(up.metadataIp, 80))).toBe(`open upstream ${up.metadataIp}`);
+  });
+
+  it("no address of the sandbox subnet is a destination, held or not, even when allow_cidrs names it", async () => {
+    // The upstream serves one unheld subnet address for sandbox traffic: open, it would answer.
+    const sb = await sandbox("eg-subnet", { egress: "allow_all", allow_cidrs: [`${up.subnetIp}/32`] });
+    expect(await out(sb, fetchCmd(up.subnetIp, 8080))).toMatch(/^blocked/);
+    expect(await out(sb, fetchCmd(up.ipA, 8080))).toBe(`open upstream ${up.ipA}`);
   });
 
   it("sandboxes get the server default when they name no policy", async () => {

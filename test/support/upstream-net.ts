@@ -15,6 +15,12 @@ export interface Upstream {
   ipB: string;
   /** 169.254.169.254, served by the upstream namespace on port 80 for sandbox traffic. */
   metadataIp: string;
+  /**
+   * An address of the sandbox subnet that no sandbox ever holds (block 0), served by the
+   * upstream namespace on 8080 for sandbox traffic: what an unheld subnet address would reach
+   * if the firewall let it out.
+   */
+  subnetIp: string;
   /** The DNS server, for SANDBAR_DNS_UPSTREAMS ("127.0.0.1:port"). */
   dns: string;
   /** Names the DNS server answers: name -> address. */
@@ -78,6 +84,11 @@ export async function startUpstream(sandboxSubnet = "10.213.0.0/16"): Promise<Up
   const ipA = `10.99.${octet}.2`;
   const ipB = `10.99.${octet}.3`;
   const metadataIp = "169.254.169.254";
+  // Block 0 of the subnet is never handed out; its ".2" would be a sandbox's address.
+  const [subnetBase = "", subnetBits = "16"] = sandboxSubnet.split("/");
+  const hostSpan = 2 ** (32 - Number(subnetBits));
+  const n = Math.floor(subnetBase.split(".").reduce((a, o) => a * 256 + Number(o), 0) / hostSpan) * hostSpan + 2;
+  const subnetIp = [24, 16, 8, 0].map((sh) => Math.floor(n / 2 ** sh) % 256).join(".");
   const table = String(20000 + (parseInt(tag, 16) % 10000));
   const servers: ChildProcess[] = [];
   const cleanup: (() => void)[] = [];
@@ -91,12 +102,17 @@ export async function startUpstream(sandboxSubnet = "10.213.0.0/16"): Promise<Up
     ip(["link", "set", hostIf, "up"]);
     for (const a of [ipA, ipB]) ip(["-n", ns, "addr", "add", `${a}/24`, "dev", "eth0"]);
     ip(["-n", ns, "addr", "add", `${metadataIp}/32`, "dev", "lo"]);
+    ip(["-n", ns, "addr", "add", `${subnetIp}/32`, "dev", "lo"]);
     ip(["-n", ns, "link", "set", "eth0", "up"]);
     ip(["-n", ns, "link", "set", "lo", "up"]);
     // Only sandbox traffic to the metadata address goes to the upstream namespace.
     ip(["route", "add", `${metadataIp}/32`, "via", ipA, "dev", hostIf, "table", table]);
     ip(["rule", "add", "from", sandboxSubnet, "to", `${metadataIp}/32`, "lookup", table, "priority", table]);
     cleanup.push(() => ip(["rule", "del", "priority", table]));
+    ip(["route", "add", `${subnetIp}/32`, "via", ipA, "dev", hostIf, "table", table]);
+    const subnetRule = String(Number(table) + 10000);
+    ip(["rule", "add", "from", sandboxSubnet, "to", `${subnetIp}/32`, "lookup", table, "priority", subnetRule]);
+    cleanup.push(() => ip(["rule", "del", "priority", subnetRule]));
     const code = `const http=require("http");for(const p of [8080,80]){http.createServer((q,s)=>s.end("upstream "+q.socket.localAddress+"\\n")).listen(p,"0.0.0.0")}`;
     const child = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", code], { stdio: "ignore" });
     servers.push(child);
@@ -127,6 +143,7 @@ export async function startUpstream(sandboxSubnet = "10.213.0.0/16"): Promise<Up
     ipA,
     ipB,
     metadataIp,
+    subnetIp,
     dns: `127.0.0.1:${dns.port}`,
     names,
     queries,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { blockAt, intToIp, ipToInt, parseSubnet } from "./addresses.js";
+import { blockAt, intToIp, ipToInt, parseSubnet, subnetCidr } from "./addresses.js";
 
 describe("address blocks", () => {
   it("round-trips IPv4", () => {
@@ -11,6 +11,10 @@ describe("address blocks", () => {
     expect(blockAt("10.213.0.0/16", 16383).sandboxIp).toBe("10.213.255.254");
     expect(() => blockAt("10.213.0.0/16", 0)).toThrow();
     expect(() => blockAt("10.213.0.0/16", 16384)).toThrow();
+  });
+  it("clears host bits for the firewall", () => {
+    expect(subnetCidr("10.213.7.9/16")).toBe("10.213.0.0/16");
+    expect(subnetCidr("192.168.5.0/24")).toBe("192.168.5.0/24");
   });
   it("rejects silly subnets", () => {
     expect(() => parseSubnet("10.0.0.0/30")).toThrow();

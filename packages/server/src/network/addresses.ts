@@ -26,6 +26,11 @@ export function parseSubnet(cidr: string): { base: number; blocks: number } {
   return { base: (ipToInt(ip) & mask) >>> 0, blocks: 2 ** (30 - prefix) };
 }
 
+/** `cidr` with its host bits cleared, as nft wants it ("10.1.2.3/16" -> "10.1.0.0/16"). */
+export function subnetCidr(cidr: string): string {
+  return `${intToIp(parseSubnet(cidr).base)}/${cidr.split("/")[1]}`;
+}
+
 export function blockAt(cidr: string, index: number): Block {
   const { base, blocks } = parseSubnet(cidr);
   if (index < 1 || index >= blocks) throw new Error(`block ${index} outside ${cidr}`);

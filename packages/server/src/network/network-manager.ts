@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import type { NetworkPolicy } from "@sandbar/shared";
 import type { DnsPolicy } from "./dns-proxy.js";
 import { run } from "../util/proc.js";
-import { blockAt, parseSubnet, type Block } from "./addresses.js";
+import { blockAt, parseSubnet, subnetCidr, type Block } from "./addresses.js";
 import { closeAgentClients } from "../agent/agent-client.js";
 import { exists } from "../util/fs.js";
 
@@ -158,6 +158,9 @@ add rule inet ${TABLE} postrouting iifname "${VETH_PREFIX}*" oifname != "${VETH_
       `add rule ${t} f${n} meta nfproto ipv6 drop`,
       // Another sandbox, whatever server made it, is never a destination.
       `add rule ${t} f${n} oifname "${VETH_PREFIX}*" drop`,
+      // Nor is any address of the sandbox subnet, held or not: an unheld one would otherwise
+      // follow the host's default route out under allow_all.
+      `add rule ${t} f${n} ip daddr ${subnetCidr(this.subnet)} drop`,
       ...policy.allow_cidrs.map((c) => `add rule ${t} f${n} ip daddr ${c} accept`),
       // Only an explicit CIDR opens these; an allowed name resolving into them does not.
       `add rule ${t} f${n} ip daddr { ${ALWAYS_CLOSED.join(", ")} } drop`,
