@@ -13,7 +13,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readdir, readFile, writeFile, mkdir } from "node:fs/promises";
+import { readdir, readFile, readlink, writeFile, mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { hostResources } from "../test/support/host-resources.js";
@@ -32,7 +32,14 @@ interface Resources {
   loops: number;
   sandboxDirs: number;
   nftChains: number;
+  /** The server's descriptors, less its end of the bench's own kept-alive API connections. */
   serverFds: number;
+  /** Connections of API clients (this bench) to the server: kept alive, not the server's to close. */
+  apiConnections: number;
+  /** The server's descriptors by what they point at ("socket", "anon_inode:[eventpoll]", a path). */
+  serverFdKinds: Record<string, number>;
+  /** The server's sockets by state and ends (ports of the far end left out). */
+  serverSockets: Record<string, number>;
 }
 
 async function resources(b: BenchServer): Promise<Resources> {
@@ -44,7 +51,25 @@ async function resources(b: BenchServer): Promise<Resources> {
     chains = 0; // no table yet
   }
   const pid = b.server.child.pid ?? 0;
+  const fds = await Promise.all(
+    (await readdir(`/proc/${pid}/fd`)).map((fd) =>
+      readlink(`/proc/${pid}/fd/${fd}`).then(
+        (t) => t.replace(/^(socket|pipe):\[\d+\]$/, "$1"),
+        () => "gone",
+      ),
+    ),
+  );
+  const sockets = execFileSync("ss", ["-Htanpu"], { encoding: "utf8" })
+    .split("\n")
+    .filter((l) => l.includes(`pid=${pid},`))
+    .map((l) => {
+      const [proto, state, , , local, peer] = l.trim().split(/\s+/);
+      return `${proto} ${state} ${local} ${peer?.replace(/:\d+$/, ":*")}`;
+    });
+  const apiPort = new URL(b.server.url).port;
+  const apiConnections = sockets.filter((x) => x.startsWith("tcp ESTAB ") && x.split(" ")[2]?.endsWith(`:${apiPort}`)).length;
   return {
+    serverSockets: Object.fromEntries([...new Set(sockets)].sort().map((k) => [k, sockets.filter((x) => x === k).length])),
     containers: r.containers.length,
     netns: r.netns.length,
     // Host ends of sandbox veths (sbxN), any server's: the bench runs alone.
@@ -53,7 +78,11 @@ async function resources(b: BenchServer): Promise<Resources> {
     loops: r.loops.length,
     sandboxDirs: r.sandboxDirs.length,
     nftChains: chains,
-    serverFds: (await readdir(`/proc/${pid}/fd`)).length,
+    serverFds: fds.length - apiConnections,
+    apiConnections,
+    serverFdKinds: Object.fromEntries(
+      [...new Set(fds)].sort().map((k) => [k, fds.filter((f) => f === k).length]),
+    ),
   };
 }
 
@@ -138,6 +167,10 @@ async function main(): Promise<void> {
     const cycleSeconds = (Date.now() - cycleStart) / 1000;
     const afterCycles = await resources(bench);
     const rssEnd = await rssMiB(pid);
+    // Kept-alive connections (this bench's HTTP client to the server, the server's to agents)
+    // close after a few idle seconds; what is still open after that is a leak.
+    await new Promise((r) => setTimeout(r, 8000));
+    const settled = await resources(bench);
 
     const result = {
       clients,
@@ -147,8 +180,8 @@ async function main(): Promise<void> {
       rssMiB: rss,
       cycles: { count: cycles, seconds: cycleSeconds, errors: cycleErrors },
       rssAfterCyclesMiB: rssEnd,
-      resources: { before, afterLoop, afterCycles },
-      leaked: Object.fromEntries(Object.entries(afterCycles).filter(([k, v]) => v !== before[k as keyof Resources])),
+      resources: { before, afterLoop, afterCycles, settled },
+      leaked: Object.fromEntries(Object.entries(settled).filter(([k, v]) => typeof v === "number" && k !== "apiConnections" && v !== before[k as keyof Resources])),
     };
     await mkdir(dirname(values.out), { recursive: true });
     await writeFile(values.out, `${JSON.stringify(result, null, 2)}\n`);
