@@ -29,6 +29,7 @@ type config struct {
 	cwd       string
 	user      string // default user spec for commands; "" = the agent's own (root)
 	ringBytes int
+	threads   int // OS threads to start at once and keep (SANDBAR_AGENT_THREADS)
 	baseEnv   []string
 }
 
@@ -55,6 +56,13 @@ func loadConfig() (config, error) {
 			return c, fmt.Errorf("SANDBAR_AGENT_RING_BYTES=%q: want a positive integer", v)
 		}
 		c.ringBytes = n
+	}
+	if v := take("SANDBAR_AGENT_THREADS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1024 {
+			return c, fmt.Errorf("SANDBAR_AGENT_THREADS=%q: want an integer from 0 to 1024", v)
+		}
+		c.threads = n
 	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SANDBAR_AGENT_") {
@@ -151,7 +159,9 @@ func main() {
 	logJSON(line)
 
 	// Threads for later, while the sandbox's pids limit still has room (see ReserveThreads).
-	go initproc.ReserveThreads(initproc.ReservedThreads)
+	if cfg.threads > 0 {
+		go initproc.ReserveThreads(cfg.threads)
+	}
 
 	srv := server.NewHTTPServer(handler)
 	go func() {

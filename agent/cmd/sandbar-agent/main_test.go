@@ -24,10 +24,12 @@ func TestLoadConfig(t *testing.T) {
 		{"all set", map[string]string{
 			"SANDBAR_AGENT_TOKEN": "t", "SANDBAR_AGENT_ADDR": "127.0.0.1:0",
 			"SANDBAR_AGENT_CWD": "/work", "SANDBAR_AGENT_RING_BYTES": "1024",
-			"SANDBAR_AGENT_USER": "app:staff",
-		}, config{token: "t", addr: "127.0.0.1:0", cwd: "/work", user: "app:staff", ringBytes: 1024}, false},
+			"SANDBAR_AGENT_USER": "app:staff", "SANDBAR_AGENT_THREADS": "32",
+		}, config{token: "t", addr: "127.0.0.1:0", cwd: "/work", user: "app:staff", ringBytes: 1024, threads: 32}, false},
 		{"bad ring size", map[string]string{"SANDBAR_AGENT_RING_BYTES": "lots"}, config{}, true},
 		{"zero ring size", map[string]string{"SANDBAR_AGENT_RING_BYTES": "0"}, config{}, true},
+		{"bad thread count", map[string]string{"SANDBAR_AGENT_THREADS": "-1"}, config{}, true},
+		{"too many threads", map[string]string{"SANDBAR_AGENT_THREADS": "5000"}, config{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

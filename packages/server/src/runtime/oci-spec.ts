@@ -83,12 +83,18 @@ export function nofileLimit(): number {
   return 1048576;
 }
 
+/** OS threads the agent starts at once and keeps, under runc (`SANDBAR_AGENT_THREADS`). */
+export const AGENT_THREADS_RUNC = 32;
+
 /** Build config.json for a sandbox whose init is the agent. */
 export function buildSpec(s: SpecInput): Record<string, unknown> {
   const env = s.image.env.some((e) => e.startsWith("PATH=")) ? [...s.image.env] : [DEFAULT_PATH, ...s.image.env];
   env.push(`SANDBAR_AGENT_TOKEN=${s.agentToken}`, `SANDBAR_AGENT_ADDR=0.0.0.0:${s.agentPort}`, `SANDBAR_AGENT_CWD=${s.image.workingDir || "/"}`);
   // Commands run as the image's USER, as Docker runs them (the agent itself stays root).
   if (s.image.user) env.push(`SANDBAR_AGENT_USER=${s.image.user}`);
+  // runc's pids limit counts threads: the agent starts the ones it will need while there is
+  // room (a fork bomb at the limit would otherwise leave its Go runtime without one).
+  if (s.runtime === "runc") env.push(`SANDBAR_AGENT_THREADS=${AGENT_THREADS_RUNC}`);
   const period = 100_000;
   const mounts: Record<string, unknown>[] = [
     { destination: "/proc", type: "proc", source: "proc" },
